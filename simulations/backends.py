@@ -1,0 +1,246 @@
+"""Two exact representations of the filters behind one interface (spec §5b).
+
+``WeightsBackend`` — the reference: filters ``W`` of shape (C, 2, m, d), patches ``X`` of shape (C, n*P_s, d); every
+step is a batched matmul over C configurations of one shape.
+
+``GramBackend`` — the exact reduced simulation: ``w_{j,r} = w0_{j,r} + sum_k c_{j,r,k} b_k`` on the basis
+B = {mu, xi_1, ..., xi_N}; it needs only the Gram ``G = B B^T``, the cross-Gram ``H = W0 B^T`` and ``W0 W0^T``, so its
+cost does not depend on d, and configurations of different d run in one batch.
+
+Both expose pre-activations on their "basis" (the patches for weights, B for gram), the map from per-patch gradient
+factors to a direction in state space, the squared Frobenius norm of a direction in R^{2m x d}, and the linear
+change of basis pre-activations along a direction. Optimizers in :mod:`simulations.optim` are written once on top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import ExplicitData, StandardData, TestDraws
+from .model import Activation, PatchLayout, network_output
+
+
+class GramBackend:
+    name = "gram"
+
+    def __init__(self, layout: PatchLayout, G: torch.Tensor, H: torch.Tensor, Q0: torch.Tensor,
+                 init_e1: torch.Tensor, basis_e1: torch.Tensor):
+        self.layout = layout
+        self.G = G  # (C, K, K)
+        self.H = H  # (C, 2, m, K)
+        self.Q0 = Q0  # (C, 2m, 2m)
+        self.init_e1 = init_e1  # (C, 2, m) <w0, e_1>
+        self.basis_e1 = basis_e1  # (C, K) <b_k, e_1>
+        C, _, m, K = H.shape
+        self.shape = (C, 2, m, K)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, data: list[StandardData], signal: np.ndarray, sigma_p: np.ndarray, sigma_0: np.ndarray,
+              layout: PatchLayout, dtype: torch.dtype, retrain_init: bool = False,
+              device: str | torch.device = "cpu") -> "GramBackend":
+        """Scale unit-Gram data per configuration. ``data[c]`` may be shared between configurations."""
+        n_noise, m = data[0].n_noise, data[0].m
+        cache: dict[int, np.ndarray] = {}
+        unit = np.stack([cache.setdefault(id(dc), dc.gram()) for dc in data])  # (C, k, k)
+        first = np.stack([dc.first for dc in data])  # (C, k)
+        noise = slice(0, n_noise)
+        init = slice(n_noise + (2 * m if retrain_init else 0), n_noise + (4 * m if retrain_init else 2 * m))
+        s, sp, s0 = (np.asarray(v, dtype=np.float64)[:, None] for v in (signal, sigma_p, sigma_0))
+        C, K = len(data), n_noise + 1
+        G = np.empty((C, K, K))
+        G[:, 0, 0] = (s * s)[:, 0]
+        G[:, 0, 1:] = s * sp * first[:, noise]
+        G[:, 1:, 0] = G[:, 0, 1:]
+        G[:, 1:, 1:] = (sp * sp)[:, :, None] * unit[:, noise, noise]
+        H = np.empty((C, 2 * m, K))
+        H[:, :, 0] = s0 * s * first[:, init]
+        H[:, :, 1:] = (s0 * sp)[:, :, None] * unit[:, init, noise]
+        Q0 = (s0 * s0)[:, :, None] * unit[:, init, init]
+        basis_e1 = np.concatenate([s, sp * first[:, noise]], axis=1)
+        init_e1 = s0 * first[:, init]
+        t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        return cls(layout, t(G), t(H).view(C, 2, m, K), t(Q0), t(init_e1).view(C, 2, m), t(basis_e1))
+
+    def with_init(self, other: "GramBackend") -> "GramBackend":
+        """Same data, another set of initial filters (for retraining from scratch)."""
+        return GramBackend(self.layout, self.G, other.H, other.Q0, other.init_e1, self.basis_e1)
+
+    # ---------------------------------------------------------------- dynamics
+    def init_state(self) -> torch.Tensor:
+        return self.H.new_zeros(self.shape)
+
+    def basis_preacts(self, state: torch.Tensor) -> torch.Tensor:
+        C, _, m, K = self.shape
+        return self.H + torch.bmm(state.reshape(C, 2 * m, K), self.G).view(self.shape)
+
+    def lin(self, direction: torch.Tensor) -> torch.Tensor:
+        C, _, m, K = self.shape
+        return torch.bmm(direction.reshape(C, 2 * m, K), self.G).view(self.shape)
+
+    def expand(self, basis_values: torch.Tensor) -> torch.Tensor:
+        return self.layout.expand(basis_values)
+
+    def direction(self, coef: torch.Tensor) -> torch.Tensor:
+        return self.layout.collect(coef)
+
+    def sq_norm(self, direction: torch.Tensor, lin: torch.Tensor | None = None) -> torch.Tensor:
+        lin = self.lin(direction) if lin is None else lin
+        return (direction * lin).sum(dim=(1, 2, 3))
+
+    def filter_sq_norm(self, direction: torch.Tensor) -> torch.Tensor:
+        return (direction * self.lin(direction)).sum(dim=-1)
+
+    def basis_increment(self, step: torch.Tensor) -> torch.Tensor:
+        return step
+
+    # ---------------------------------------------------------------- readouts
+    def signal_norm_sq(self) -> torch.Tensor:
+        return self.G[:, 0, 0]
+
+    def noise_norms_sq(self) -> torch.Tensor:
+        return torch.diagonal(self.G, dim1=1, dim2=2)[:, 1:]
+
+    def filter_gram(self, state: torch.Tensor) -> torch.Tensor:
+        """``W W^T`` (C, 2m, 2m)."""
+        C, _, m, K = self.shape
+        c = state.reshape(C, 2 * m, K)
+        Hf = self.H.reshape(C, 2 * m, K)
+        cross = torch.bmm(Hf, c.transpose(1, 2))
+        return self.Q0 + cross + cross.transpose(1, 2) + torch.bmm(torch.bmm(c, self.G), c.transpose(1, 2))
+
+    def filter_e1(self, state: torch.Tensor) -> torch.Tensor:
+        """``<w_{j,r}, e_1>`` (C, 2, m)."""
+        return self.init_e1 + (state * self.basis_e1[:, None, None, :]).sum(-1)
+
+    def test_outputs(self, state: torch.Tensor, act: Activation, draws: list[TestDraws], sigma_p: torch.Tensor,
+                     signal: torch.Tensor, projected: bool, noise_multiplicity: float) -> torch.Tensor:
+        """Network outputs (C, n_test) on fresh test samples: Monte-Carlo over the 2m-dimensional Gaussian of
+        the noise pre-activations, covariance ``sigma_p^2 W_perp W_perp^T`` (spec §5b)."""
+        C, _, m, _ = self.shape
+        e1 = self.filter_e1(state).reshape(C, 2 * m)
+        cov = self.filter_gram(state)
+        if projected:
+            cov = cov - e1[:, :, None] * e1[:, None, :]
+        cov = (sigma_p**2)[:, None, None] * 0.5 * (cov + cov.transpose(1, 2))
+        evals, evecs = torch.linalg.eigh(cov)
+        root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # cov = root root^T
+        normals = torch.stack([torch.as_tensor(dr.normals, dtype=root.dtype, device=root.device) for dr in draws])  # (C, T, Pn, 2m)
+        yhat = torch.stack([torch.as_tensor(dr.yhat, dtype=root.dtype, device=root.device) for dr in draws])  # (C, T)
+        z_noise = torch.einsum("ctpk,cfk->ctpf", normals, root)  # (C, T, Pn, 2m)
+        z_signal = (signal[:, None, None] * e1[:, None, :]) * yhat[:, :, None]  # (C, T, 2m): <w, yhat mu>
+        z = torch.cat([z_signal[:, :, None, :], z_noise], dim=2)  # (C, T, P_s, 2m)
+        z = z.view(C, z.shape[1], z.shape[2], 2, m).permute(0, 3, 4, 1, 2)  # (C, 2, m, T, P_s)
+        return network_output(act, z, noise_multiplicity)
+
+
+class WeightsBackend:
+    name = "weights"
+
+    def __init__(self, layout: PatchLayout, X: torch.Tensor, W0: torch.Tensor, signal: torch.Tensor,
+                 noise_norms_sq: torch.Tensor):
+        self.layout = layout
+        self.X = X  # (C, n*P_s, d)
+        self.W0 = W0  # (C, 2, m, d)
+        self.signal = signal  # (C,)
+        self._noise_norms_sq = noise_norms_sq  # (C, N)
+        self.shape = W0.shape
+
+    @classmethod
+    def build(cls, data: list[ExplicitData], signal: np.ndarray, sigma_p: np.ndarray, sigma_0: np.ndarray,
+              layout: PatchLayout, dtype: torch.dtype, retrain_init: bool = False,
+              device: str | torch.device = "cpu") -> "WeightsBackend":
+        C, n, ps = len(data), layout.n, layout.stored_patches
+        d = data[0].noise.shape[1]
+        m = data[0].init.shape[0] // 2
+        X = np.zeros((C, n, ps, d))
+        W0 = np.empty((C, 2 * m, d))
+        for c, dc in enumerate(data):
+            X[c, :, 0, 0] = dc.yhat * signal[c]
+            X[c, :, 1:, :] = sigma_p[c] * dc.noise.reshape(n, ps - 1, d)
+            W0[c] = sigma_0[c] * (dc.init_retrain if retrain_init else dc.init)
+        noise_sq = (X[:, :, 1:, :] ** 2).sum(-1).reshape(C, -1)
+        t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        return cls(layout, t(X).view(C, n * ps, d), t(W0).view(C, 2, m, d), t(signal), t(noise_sq))
+
+    def with_init(self, other: "WeightsBackend") -> "WeightsBackend":
+        return WeightsBackend(self.layout, self.X, other.W0, self.signal, self._noise_norms_sq)
+
+    # ---------------------------------------------------------------- dynamics
+    def init_state(self) -> torch.Tensor:
+        return self.W0.clone()
+
+    def _patch_view(self, values: torch.Tensor) -> torch.Tensor:
+        C, _, m, _ = self.shape
+        return values.view(C, 2, m, self.layout.n, self.layout.stored_patches)
+
+    def basis_preacts(self, state: torch.Tensor) -> torch.Tensor:
+        C, _, m, d = self.shape
+        return self._patch_view(torch.bmm(state.reshape(C, 2 * m, d), self.X.transpose(1, 2)))
+
+    lin = basis_preacts  # pre-activations are linear in the weights
+
+    def expand(self, basis_values: torch.Tensor) -> torch.Tensor:
+        return basis_values
+
+    def direction(self, coef: torch.Tensor) -> torch.Tensor:
+        C, _, m, d = self.shape
+        return torch.bmm(coef.reshape(C, 2 * m, -1), self.X).view(self.shape)
+
+    def sq_norm(self, direction: torch.Tensor, lin: torch.Tensor | None = None) -> torch.Tensor:
+        return (direction * direction).sum(dim=(1, 2, 3))
+
+    def filter_sq_norm(self, direction: torch.Tensor) -> torch.Tensor:
+        return (direction * direction).sum(dim=-1)
+
+    def basis_increment(self, step: torch.Tensor) -> None:
+        return None  # the weights themselves are not coefficients; the tracker collects them separately
+
+    # ---------------------------------------------------------------- readouts
+    def signal_norm_sq(self) -> torch.Tensor:
+        return self.signal**2
+
+    def noise_norms_sq(self) -> torch.Tensor:
+        return self._noise_norms_sq
+
+    def test_outputs(self, state: torch.Tensor, act: Activation, test_noise: list, sigma_p: torch.Tensor,
+                     yhat_test: torch.Tensor, noise_multiplicity: float) -> torch.Tensor:
+        """Network outputs (C, n_test) on explicit fresh d-dimensional test samples.
+
+        ``test_noise[c]`` iterates ``(start, noise)`` chunks of unit-scale noise (rows, patches, d)."""
+        C, _, m, d = self.shape
+        T = yhat_test.shape[1]
+        W = state.reshape(C, 2 * m, d)
+        out = state.new_empty(C, T)
+        for c in range(C):
+            z_sig = self.signal[c] * W[c, :, 0]  # <w, mu>
+            for start, noise in test_noise[c]:
+                rows = noise.shape[0]
+                xi = torch.as_tensor(noise, dtype=W.dtype, device=W.device) * sigma_p[c]
+                z_noise = torch.einsum("tpd,fd->tpf", xi, W[c])  # (rows, Pn, 2m)
+                y = yhat_test[c, start:start + rows]
+                z = torch.cat([(y[:, None] * z_sig[None, :])[:, None, :], z_noise], dim=1)
+                z = z.view(1, rows, z.shape[1], 2, m).permute(0, 3, 4, 1, 2)
+                out[c, start:start + rows] = network_output(act, z, noise_multiplicity)[0]
+        return out
+
+
+def standard_error(p: torch.Tensor, count: int) -> torch.Tensor:
+    return torch.sqrt(p * (1 - p) / max(count, 1))
+
+
+def bytes_per_config(cfg, backend: str) -> float:
+    """Rough peak memory of one configuration inside a batch (for chunking and for refusing impossible grids)."""
+    item = 8 if cfg.precision == "float64" else 4
+    m2, ps = 2 * cfg.m, (2 if cfg.shared_noise else cfg.P)
+    patches = cfg.n * ps
+    if backend == "gram":
+        K = cfg.n_noise_vectors + 1
+        k = cfg.n_noise_vectors + 4 * cfg.m
+        train = item * (2 * K * K + 8 * m2 * K + 10 * m2 * patches) + 8 * (k * k * 3)
+        test = item * cfg.n_test * (ps + 2) * m2 * 3
+    else:
+        train = item * (patches * cfg.d * 2 + m2 * cfg.d * 8 + 10 * m2 * patches)
+        test = item * min(cfg.n_test, 2048) * (ps + 1) * cfg.d
+    return float(train + test) * 1.5

@@ -1,0 +1,405 @@
+"""Run many configurations as one tensor computation: pretraining, unlearning, coefficient tracking, metrics.
+
+:func:`simulate` takes any list of configurations, groups those that share tensor shapes and discrete choices
+(:func:`group_key`), splits groups into memory-bounded chunks and runs each chunk as a :class:`GroupRun`.
+A configuration's result does not depend on which others share its batch (see :mod:`simulations.data`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backends import GramBackend, WeightsBackend, bytes_per_config
+from .config import ConfigError, SimConfig
+from .data import (STREAM_BATCH, STREAM_FORGET, data_key, explicit_data, explicit_test_noise, hash_uniform,
+                   standard_data, test_draws)
+from .model import SIGN_J, Activation, PatchLayout, logistic_loss
+from .optim import sam_step
+from .unlearning import METHODS
+
+# fields that may differ inside one batch (per-configuration tensors); all others must agree
+PER_CONFIG_FIELDS = ("signal_strength", "sigma_p", "sigma_0", "label_flip", "lr", "rho", "sam_lambda", "sam_sign",
+                     "alpha", "unlearn_lr", "seed", "log_points")
+
+
+def group_key(cfg: SimConfig) -> tuple:
+    free = set(PER_CONFIG_FIELDS) | ({"d"} if cfg.backend == "gram" else set())
+    return tuple((k, v) for k, v in sorted(cfg.to_dict().items()) if k not in free)
+
+
+@dataclass
+class RunResult:
+    config: SimConfig
+    metrics: dict[str, Any]
+    trajectory: dict[str, np.ndarray]
+    coefficients: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def config_key(cfg: SimConfig) -> int:
+    """A 63-bit integer naming the configuration's training data (for the counter-based draws)."""
+    digest = hashlib.sha256(repr(data_key(cfg)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class CoefficientTracker:
+    """Accumulates the basis coefficients of ``w - w0`` step by step (spec §5).
+
+    ``total[c, j, r, k]`` is the coefficient of basis vector b_k; the positive part ``zeta_bar`` collects the noise
+    increments of samples whose (current) label equals j, ``zeta`` the rest. Returns the paper's scaling:
+    ``kappa_{j,r} = j ||mu||^2 c_{j,r,0}``, ``zeta_{j,r,k} = ||xi_k||^2 c_{j,r,k}``.
+    """
+
+    def __init__(self, shape, sample_of_noise: torch.Tensor, dtype, device):
+        C, _, m, K = shape
+        self.total = torch.zeros(shape, dtype=dtype, device=device)
+        self.positive = torch.zeros((C, 2, m, K - 1), dtype=dtype, device=device)
+        self.sample_of_noise = sample_of_noise
+        self.valid = True
+
+    def add(self, basis_step: torch.Tensor | None, labels: torch.Tensor) -> None:
+        if basis_step is None:
+            self.valid = False
+            return
+        self.total += basis_step
+        sign_j = labels.new_tensor(SIGN_J).view(1, 2, 1)
+        same = (labels[:, None, self.sample_of_noise] == sign_j).to(basis_step.dtype)  # (C, 2, N)
+        self.positive += basis_step[..., 1:] * same[:, :, None, :]
+
+    def coefficients(self, signal_sq: torch.Tensor, noise_sq: torch.Tensor):
+        sign_j = self.total.new_tensor(SIGN_J).view(1, 2, 1)
+        kappa = sign_j * self.total[..., 0] * signal_sq[:, None, None]
+        noise_total = self.total[..., 1:] * noise_sq[:, None, None, :]
+        zeta_bar = self.positive * noise_sq[:, None, None, :]
+        zeta = noise_total - zeta_bar
+        if not self.valid:
+            nan = float("nan")
+            return kappa.fill_(nan), zeta_bar.fill_(nan), zeta.fill_(nan)
+        return kappa, zeta_bar, zeta
+
+
+class GroupRun:
+    """One batch of configurations that share every field outside :data:`PER_CONFIG_FIELDS`."""
+
+    def __init__(self, configs: list[SimConfig], device: str = "cpu", save_coefficients: bool = False,
+                 explicit: list | None = None):
+        self.configs = configs
+        self.cfg = cfg = configs[0]
+        self.device = torch.device(device)
+        self.dtype = torch.float64 if cfg.precision == "float64" else torch.float32
+        self.save_coefficients = save_coefficients
+        C, n = len(configs), cfg.n
+        arr = lambda name: np.array([getattr(c, name) for c in configs], dtype=np.float64)  # noqa: E731
+        self._np_params = {name: arr(name) for name in PER_CONFIG_FIELDS if name != "sam_sign"}
+        self._np_params["sam_lambda"] = arr("sam_lambda") * np.array(
+            [1.0 if c.sam_sign == "min" else -1.0 for c in configs])
+        self.keys = np.array([config_key(c) for c in configs], dtype=np.uint64)
+
+        # ---- data (shared between configurations with the same data key)
+        cache: dict[tuple, Any] = {}
+        draw = explicit_data if cfg.backend == "weights" else standard_data
+
+        def cached(c: SimConfig):
+            if data_key(c) not in cache:
+                cache[data_key(c)] = draw(c)
+            return cache[data_key(c)]
+
+        data = explicit if explicit is not None else [cached(c) for c in configs]
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)  # noqa: E731
+        self.yhat = t(np.stack([dc.yhat for dc in data]))
+        flip_u = np.stack([dc.flip_u for dc in data])
+        self.flipped = torch.as_tensor(flip_u < self._np_params["label_flip"][:, None], device=self.device)
+        self.labels = torch.where(self.flipped, -self.yhat, self.yhat)
+        self.layout = PatchLayout(n, cfg.P, cfg.shared_noise, self.yhat)
+        scale = (self._np_params["signal_strength"], self._np_params["sigma_p"], self._np_params["sigma_0"])
+        if cfg.backend == "weights":
+            builder = WeightsBackend.build
+        else:
+            builder = GramBackend.build
+            if explicit is not None:
+                data = [dc.standard(cfg.m) for dc in data]
+        self.backend = builder(data, *scale, self.layout, self.dtype, device=self.device)
+        self._retrain_data = (builder, data, scale)
+        q = self.param("q_value") if cfg.activation == "polyrelu" else 1.0
+        self.act = Activation(cfg.activation, q)
+
+        # ---- forget / retain split (forget_select: random subset, or the label-flipped samples first)
+        u = torch.as_tensor(hash_uniform(STREAM_FORGET, self.keys, 0, n), device=self.device)
+        if cfg.forget_select == "noisy":
+            u = u + 2.0 * (~self.flipped).to(u.dtype)
+        order = torch.argsort(u, dim=1)
+        self.forget = torch.zeros((C, n), dtype=torch.bool, device=self.device)
+        self.forget.scatter_(1, order[:, : cfg.forget_size], True)
+        self.retain = ~self.forget
+
+        # ---- optimizer settings
+        self.train_batch = 0 if cfg.optimizer == "gd" else cfg.batch_size
+        self.unlearn_batch = 0 if cfg.unlearn_optimizer == "gd" else cfg.batch_size
+        self.train_lr, self.unlearn_lr = self.param("lr"), self.param("unlearn_lr")
+        zero = torch.zeros(C, dtype=self.dtype, device=self.device)
+        self.train_rho = self.param("rho") if cfg.optimizer == "sam" else zero
+        self.unlearn_rho = self.param("rho") if cfg.unlearn_optimizer == "sam" else zero
+        self.mix = self.param("sam_lambda")
+
+        # ---- schedule and logging
+        self.pretrain_steps = cfg.steps if (cfg.regime == "pretrain_then_unlearn" or not cfg.unlearns) else 0
+        unlearn = 0 if not cfg.unlearns else (cfg.steps if cfg.unlearn_method == "retrain" else cfg.unlearn_steps)
+        self.total_steps = self.pretrain_steps + unlearn
+        self.log_steps = sorted({int(round(x)) for x in np.linspace(0, self.total_steps, cfg.log_points)})
+        self.t = 0
+        self.log: dict[str, list] = {}
+        self.diverged_step = torch.full((C,), -1, dtype=torch.long, device=self.device)
+        self._new_tracker()
+
+    # ------------------------------------------------------------------ helpers used by methods
+    def param(self, name: str) -> torch.Tensor:
+        if name == "q_value":
+            return torch.tensor([c.q for c in self.configs], dtype=self.dtype,
+                                device=self.device).view(-1, 1, 1, 1, 1)
+        return torch.as_tensor(self._np_params[name], dtype=self.dtype, device=self.device)
+
+    def _new_tracker(self):
+        n_noise = self.layout.n_noise
+        per = n_noise // self.cfg.n
+        sample_of_noise = torch.arange(n_noise, device=self.device) // per
+        C, m = len(self.configs), self.cfg.m
+        self.tracker = CoefficientTracker((C, 2, m, n_noise + 1), sample_of_noise, self.dtype, self.device)
+
+    def restart_from_retrain_init(self) -> torch.Tensor:
+        builder, data, scale = self._retrain_data
+        other = builder(data, *scale, self.layout, self.dtype, retrain_init=True, device=self.device)
+        self.backend = self.backend.with_init(other)
+        self._new_tracker()
+        return self.backend.init_state()
+
+    def sampler(self, members: torch.Tensor, batch_size: int, stream: int):
+        """Per-step sample weights (C, n): 1/|batch| on a batch drawn without replacement within each epoch from
+        ``members`` (full batch when ``batch_size`` is 0 or covers the set)."""
+        count = int(members[0].sum())
+        if (members.sum(dim=1) != count).any():
+            raise ConfigError("internal: member sets of one batch must have equal sizes")
+        full = members.to(self.dtype) / max(count, 1)
+        if batch_size == 0 or batch_size >= count:
+            return lambda t: full
+        per_epoch = math.ceil(count / batch_size)
+        cache: dict[int, torch.Tensor] = {}
+
+        def weights(t: int) -> torch.Tensor:
+            epoch, b = divmod(t, per_epoch)
+            if epoch not in cache:
+                cache.clear()
+                u = torch.as_tensor(hash_uniform(stream, self.keys, epoch, self.cfg.n), device=self.device)
+                cache[epoch] = torch.argsort(u + 2.0 * (~members).to(u.dtype), dim=1)[:, :count]
+            idx = cache[epoch][:, b * batch_size: min((b + 1) * batch_size, count)]
+            w = torch.zeros_like(full)
+            return w.scatter_(1, idx, 1.0 / idx.shape[1])
+
+        return weights
+
+    def gradient(self, state, labels, weights):
+        """Direction of ``grad sum_i a_i l(y_i f(x_i))`` in state space."""
+        from .model import loss_and_patch_coefficients
+
+        preacts = self.backend.expand(self.backend.basis_preacts(state))
+        _, _, _, coef = loss_and_patch_coefficients(self.act, preacts, labels, weights,
+                                                    self.layout.noise_multiplicity)
+        return self.backend.direction(coef)
+
+    def step(self, state, labels, weights, lr, rho, mix=None, count=True, **masks):
+        mix = self.mix if mix is None else mix
+        new_state, info = sam_step(self.backend, self.act, state, labels, weights, lr, rho, mix,
+                                   adaptive=self.cfg.sam_adaptive, **masks)
+        bad = ~torch.isfinite(info.loss)
+        self.diverged_step = torch.where((self.diverged_step < 0) & bad, self.t, self.diverged_step)
+        if count and self.t in self.log_steps:
+            self._record(info)
+        self.tracker.add(info.basis_step, labels)
+        if count:
+            self.t += 1
+        return new_state
+
+    # ------------------------------------------------------------------ logging
+    def _record(self, info) -> None:
+        out = info.outputs
+        margin = self.labels * out
+        C = out.shape[0]
+        kappa, zeta_bar, zeta = self.tracker.coefficients(self.backend.signal_norm_sq(), self.backend.noise_norms_sq())
+        own = (self.labels < 0).long()  # filter-set index of the sample's own label
+        noise_pre = info.perturbed_preacts[..., 1:]  # (C, 2, m, n, Pn)
+        idx = own[:, None, None, :, None].expand(C, 1, *noise_pre.shape[2:])
+        own_pre = torch.gather(noise_pre, 1, idx)[:, 0]
+        sample_forget = self.forget[:, self.tracker.sample_of_noise][:, None, None, :]
+        zb = zeta_bar
+        row = {
+            "step": torch.full((C,), float(self.t), dtype=self.dtype, device=self.device),
+            "train_loss": logistic_loss(margin).mean(dim=1),
+            "train_error": (margin <= 0).to(self.dtype).mean(dim=1),
+            "signal_coef_max": kappa.amax(dim=(1, 2)),
+            "noise_coef_max": zb.amax(dim=(1, 2, 3)),
+            "noise_coef_min": zeta.amin(dim=(1, 2, 3)),
+            "noise_coef_max_retain": torch.where(sample_forget, -math.inf, zb).amax(dim=(1, 2, 3)),
+            "noise_coef_max_forget": torch.where(sample_forget, zb, -math.inf).amax(dim=(1, 2, 3)),
+            "active_noise_fraction": (own_pre > 0).to(self.dtype).mean(dim=(1, 2, 3)),
+        }
+        for k, v in row.items():
+            self.log.setdefault(k, []).append(v)
+        if self.save_coefficients:
+            for k, v in (("kappa", kappa), ("zeta_bar", zeta_bar), ("zeta", zeta)):
+                self.log.setdefault(k, []).append(v.clone())
+
+    def _record_final(self, state) -> None:
+        if self.total_steps in self.log_steps and len(self.log.get("step", [])) < len(self.log_steps):
+            C = len(self.configs)
+            weights = torch.full((C, self.cfg.n), 1.0 / self.cfg.n, dtype=self.dtype, device=self.device)
+            zero = torch.zeros(C, dtype=self.dtype, device=self.device)
+            rho = self.unlearn_rho if self.cfg.unlearns else self.train_rho
+            _, info = sam_step(self.backend, self.act, state, self.labels, weights, zero, rho, self.mix,
+                               adaptive=self.cfg.sam_adaptive)
+            self._record(info)
+
+    # ------------------------------------------------------------------ metrics
+    def evaluate(self, state, prefix: str = "") -> dict[str, torch.Tensor]:
+        cfg, backend = self.cfg, self.backend
+        bad = self.diverged_step >= 0
+        if bad.any():
+            state = torch.where(bad.view(-1, 1, 1, 1), backend.init_state(), state)
+        preacts = backend.expand(backend.basis_preacts(state))
+        from .model import network_output
+
+        out = network_output(self.act, preacts, self.layout.noise_multiplicity)
+        margin = self.labels * out
+        correct = (margin > 0).to(self.dtype)
+        nf = self.forget.sum(dim=1).to(self.dtype)
+        nr = self.retain.sum(dim=1).to(self.dtype)
+        forget_acc = (correct * self.forget).sum(1) / nf
+        forget_flip = ((-margin > 0).to(self.dtype) * self.forget).sum(1) / nf
+        metrics = {
+            "train_loss": logistic_loss(margin).mean(dim=1),
+            "train_error": 1 - correct.mean(dim=1),
+            "retain_acc": (correct * self.retain).sum(1) / nr,
+            "forget_acc": forget_acc,
+            "forget_flip_acc": forget_flip,
+        }
+        metrics.update(self._test_error(state))
+        nan = torch.tensor(float("nan"), dtype=self.dtype, device=self.device)
+        return {prefix + k: torch.where(bad, nan, v) for k, v in metrics.items()}
+
+    def _test_error(self, state) -> dict[str, torch.Tensor]:
+        cfg, configs = self.cfg, self.configs
+        draws = [test_draws(c) for c in configs]
+        t = lambda a: torch.as_tensor(np.stack(a), dtype=self.dtype, device=self.device)  # noqa: E731
+        yhat = t([dr.yhat for dr in draws])
+        flipped = torch.as_tensor(np.stack([dr.flip_u for dr in draws]) < self._np_params["label_flip"][:, None],
+                                  device=self.device)
+        y = torch.where(flipped, -yhat, yhat)
+        sigma_p = self.param("sigma_p")
+        if cfg.backend == "gram":
+            chunk = max(1, int(2e8 // (cfg.n_test * (cfg.P + 2) * 2 * cfg.m * 8)))
+            outs = []
+            for s in range(0, len(configs), chunk):
+                sl = slice(s, s + chunk)
+                sub = GramBackend(self.layout, self.backend.G[sl], self.backend.H[sl], self.backend.Q0[sl],
+                                  self.backend.init_e1[sl], self.backend.basis_e1[sl])
+                outs.append(sub.test_outputs(state[sl], self._act_slice(sl), draws[sl], sigma_p[sl],
+                                             self.param("signal_strength")[sl], cfg.noise_projected,
+                                             self.layout.noise_multiplicity))
+            out = torch.cat(outs)
+        else:
+            out = self.backend.test_outputs(state, self.act, [explicit_test_noise(c) for c in configs], sigma_p,
+                                            yhat, self.layout.noise_multiplicity)
+        err = ((y * out) <= 0).to(self.dtype).mean(dim=1)
+        clean = ((yhat * out) <= 0).to(self.dtype).mean(dim=1)
+        return {"test_error": err, "test_error_se": torch.sqrt(err * (1 - err) / cfg.n_test),
+                "test_error_clean": clean}
+
+    def _act_slice(self, sl):
+        if self.cfg.activation == "polyrelu":
+            return Activation("polyrelu", self.act.q[sl])
+        return self.act
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> list[RunResult]:
+        start = time.perf_counter()
+        cfg = self.cfg
+        state = self.backend.init_state()
+        everyone = torch.ones_like(self.forget)
+        if self.pretrain_steps:
+            weights = self.sampler(everyone, self.train_batch, STREAM_BATCH)
+            for t in range(self.pretrain_steps):
+                state = self.step(state, self.labels, weights(t), self.train_lr, self.train_rho)
+        pre = self.evaluate(state, "pretrain_") if cfg.unlearns else {}
+        if cfg.unlearns:
+            state = METHODS[cfg.unlearn_method].run(self, state)
+        self._record_final(state)
+        final = self.evaluate(state)
+        wall = (time.perf_counter() - start) / len(self.configs)
+        return self._results(state, {**pre, **final}, wall)
+
+    def _results(self, state, metrics, wall) -> list[RunResult]:
+        kappa, zeta_bar, zeta = self.tracker.coefficients(self.backend.signal_norm_sq(),
+                                                          self.backend.noise_norms_sq())
+        metrics = {k: v.detach().cpu().numpy() for k, v in metrics.items()}
+        log = {k: torch.stack(v, dim=1).detach().cpu().numpy() for k, v in self.log.items()}
+        final_sig = kappa.amax(dim=(1, 2)).cpu().numpy()
+        final_noise = zeta_bar.amax(dim=(1, 2, 3)).cpu().numpy()
+        diverged = self.diverged_step.cpu().numpy()
+        forget = self.forget.cpu().numpy()
+        results = []
+        for c, cfg in enumerate(self.configs):
+            row = {k: float(v[c]) for k, v in metrics.items()}
+            row.update(signal_coef_max=float(final_sig[c]), noise_coef_max=float(final_noise[c]),
+                       diverged=bool(diverged[c] >= 0), diverged_step=int(diverged[c]), wall_s=wall)
+            traj = {k: v[c] for k, v in log.items() if k not in ("kappa", "zeta_bar", "zeta")}
+            traj["forget_indices"] = np.flatnonzero(forget[c])
+            coefs = {k: log[k][c] for k in ("kappa", "zeta_bar", "zeta") if k in log}
+            results.append(RunResult(cfg, row, traj, coefs))
+        return results
+
+    # ------------------------------------------------------------------ for tests
+    def final_weights(self, state) -> torch.Tensor:
+        """``w - w0`` reconstructed from the tracked coefficients, in the basis' own coordinates (gram: c)."""
+        return self.tracker.total
+
+
+def plan_chunks(configs: list[SimConfig], memory_bytes: float) -> list[list[int]]:
+    """Indices of configs grouped by :func:`group_key`, each group split so a chunk fits ``memory_bytes``."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(group_key(c), []).append(i)
+    chunks = []
+    for idx in groups.values():
+        need = bytes_per_config(configs[idx[0]], configs[idx[0]].backend)
+        if need > memory_bytes:
+            raise ConfigError(
+                f"one configuration needs about {need / 2**30:.1f} GiB but the memory budget is "
+                f"{memory_bytes / 2**30:.1f} GiB: use backend=gram, or lower n_test, n or d "
+                f"(or raise --max-memory-gb)")
+        per = max(1, int(memory_bytes // need))
+        # gram: keep configurations of equal d together so data caches are reused
+        idx = sorted(idx, key=lambda i: (configs[i].d, configs[i].seed))
+        chunks += [idx[s:s + per] for s in range(0, len(idx), per)]
+    return chunks
+
+
+def simulate(configs: list[SimConfig], device: str = "cpu", save_coefficients: bool = False,
+             memory_bytes: float = 2 * 2**30, max_chunk: int = 4096) -> list[RunResult]:
+    """Run every configuration; results come back in input order."""
+    check_device(device)
+    out: list[RunResult | None] = [None] * len(configs)
+    for chunk in plan_chunks(configs, memory_bytes):
+        for s in range(0, len(chunk), max_chunk):
+            part = chunk[s:s + max_chunk]
+            for i, res in zip(part, GroupRun([configs[i] for i in part], device, save_coefficients).run()):
+                out[i] = res
+    return out  # type: ignore[return-value]
+
+
+def check_device(device: str) -> None:
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")

@@ -1,0 +1,76 @@
+"""One optimizer step over a batch of configurations, written once for both backends (spec §3).
+
+The simulator's SAM is a functional step over stacked filters; ``tests/test_sam.py`` checks it against the closed
+form on a quadratic and against ``rho = 0`` ≡ GD.
+
+    GD/SGD:   W ← W − η ∇L_I(W)
+    SAM:      ε = ρ ∇L_I(W) / ||∇L_I(W)||_F      (Frobenius norm over all 2m filters of one configuration)
+              W ← W − η [g + s λ (∇L_I(W + ε) − g)],   g = ∇L_I(W)
+              s = +1 ("min", λ = 1 is SAM), s = −1 ("max", λ = 1 gives 2g − g(W+ε): sharpness maximisation)
+    ASAM:     ε = ρ |w|² ⊙ g / || |w| ⊙ g ||          (weights backend only)
+
+``rho = 0`` makes ε = 0, hence g(W+ε) = g bit for bit and the step is GD/SGD exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import Activation, loss_and_patch_coefficients
+
+
+@dataclass
+class StepInfo:
+    loss: torch.Tensor  # (C,) objective at W
+    per_sample_loss: torch.Tensor  # (C, n)
+    outputs: torch.Tensor  # (C, n)
+    perturbed_preacts: torch.Tensor  # (C, 2, m, n, P_s) pre-activations at the (SAM-perturbed) point
+    basis_step: torch.Tensor | None  # (C, 2, m, K) change of the basis coefficients, None if not in span B
+
+
+def _per_config(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x.view(-1, *([1] * (like.dim() - 1)))
+
+
+def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor, sample_weights: torch.Tensor,
+             lr: torch.Tensor, rho: torch.Tensor, mix: torch.Tensor | None = None, adaptive: bool = False,
+             filter_mask: torch.Tensor | None = None, coordinate_mask: torch.Tensor | None = None):
+    """Return ``(new_state, StepInfo)`` for the objective ``sum_i a_i l(y_i f(x_i))``.
+
+    ``lr``, ``rho`` and ``mix = s * lambda`` are per configuration (C,); ``rho`` all zero skips the second pass.
+    ``filter_mask`` (C, 2, m) or ``coordinate_mask`` (weights backend: same shape as the state) restrict the
+    final update (Sharp MinMax); the perturbation itself uses the full gradient.
+    """
+    mult = backend.layout.noise_multiplicity
+    basis = backend.basis_preacts(state)
+    preacts = backend.expand(basis)
+    loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, preacts, labels, sample_weights, mult)
+    perturbed = preacts
+    if bool((rho > 0).any()):
+        grad = backend.direction(coef)
+        if adaptive:
+            scaled = state.abs() * grad
+            norm = torch.sqrt((scaled * scaled).sum(dim=(1, 2, 3)))
+            factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
+            eps = _per_config(factor, state) * state * state * grad
+            lin_eps = backend.lin(eps)
+        else:
+            lin_grad = backend.lin(grad)
+            norm = torch.sqrt(backend.sq_norm(grad, lin_grad))
+            factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
+            lin_eps = _per_config(factor, lin_grad) * lin_grad
+        perturbed = backend.expand(basis + lin_eps)
+        _, _, _, coef_eps = loss_and_patch_coefficients(act, perturbed, labels, sample_weights, mult)
+        mix = torch.ones_like(rho) if mix is None else mix
+        coef = coef + _per_config(mix, coef) * (coef_eps - coef)
+    if filter_mask is not None:
+        coef = coef * filter_mask[..., None, None]
+    step = -_per_config(lr, coef) * coef
+    direction = backend.direction(step)
+    basis_step = backend.layout.collect(step) if backend.name == "weights" else direction
+    if coordinate_mask is not None:
+        direction = direction * coordinate_mask
+        basis_step = None
+    return state + direction, StepInfo(loss, per_sample, outputs, perturbed, basis_step)

@@ -1,0 +1,116 @@
+"""Command line: ``python -m simulations run|sweep|presets``.
+
+    python -m simulations run --preset smoke --set signal_strength=2 --out results/one
+    python -m simulations sweep --preset smoke --grid d=100,200,400 --grid signal_strength=0.5:4:0.5 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import PRESETS, ConfigError, parse_assignments, parse_grid_axis, preset
+from .executors import EXECUTORS
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulations", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one configuration → DIR/result.json and DIR/trajectory.npz")
+    _common(run)
+    sweep = sub.add_parser("sweep", help="a grid of configurations → DIR/results.csv (cached, resumable)")
+    _common(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2|KEY=START:STOP:STEP",
+                       help="a grid axis; replaces the preset's axis of the same key")
+    sweep.add_argument("--no-preset-grid", action="store_true", help="ignore the preset's own grid axes")
+    sweep.add_argument("--executor", default="inprocess", choices=EXECUTORS)
+    sweep.add_argument("--workers", type=int, default=2, help="processes for --executor pool")
+    sweep.add_argument("--cluster", default=None, help="submitit cluster: slurm (default), local or debug")
+    sweep.add_argument("--slurm-partition", default=None)
+    sweep.add_argument("--timeout-min", type=int, default=60, help="per job, for submitit")
+    sweep.add_argument("--max-memory-gb", type=float, default=None, help="memory budget (default: half of free)")
+    sweep.add_argument("--chunk-runs", type=int, default=2000, help="runs per work unit / cache chunk")
+    sweep.add_argument("--save-coefficients", action="store_true",
+                       help="store full kappa/zeta trajectories per run (large), not only their summaries")
+    sub.add_parser("presets", help="list the presets")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from .engine import simulate
+    from .provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
+
+    cfg = preset(args.preset).config(parse_assignments(args.set))
+    out = ensure_writable_dir(args.out)
+    start = time.perf_counter()
+    result = simulate([cfg], device=args.device, save_coefficients=True)[0]
+    record = {"config": cfg.to_dict(), "hash": cfg.hash, "seed": cfg.seed, "metrics": result.metrics,
+              "wall_s": time.perf_counter() - start, "provenance": provenance(args.device),
+              "trajectory_file": "trajectory.npz"}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **result.trajectory, **result.coefficients)
+    atomic_write_bytes(out / "trajectory.npz", buf.getvalue())
+    atomic_write_json(out / "result.json", record)
+    m = result.metrics
+    print(f"{cfg.hash}  test_error {m['test_error']:.4f} ± {m['test_error_se']:.4f}  train_error "
+          f"{m['train_error']:.3f}  forget_acc {m['forget_acc']:.3f}  diverged {m['diverged']}")
+    print(f"wrote {out / 'result.json'}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import grid_size, run_sweep
+
+    p = preset(args.preset)
+    overrides = parse_assignments(args.set)
+    base = {**p.base, **overrides}
+    grid = {} if args.no_preset_grid else dict(p.grid)
+    for key in overrides:  # a --set of a key the preset grids over fixes it
+        grid.pop(key, None)
+    for item in args.grid:
+        key, values = parse_grid_axis(item)
+        grid[key] = values
+    options = {"timeout_min": args.timeout_min}
+    if args.cluster:
+        options["cluster"] = args.cluster
+    if args.slurm_partition:
+        options["slurm_partition"] = args.slurm_partition
+    print(f"sweep: {grid_size(grid):,} runs over {', '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}",
+          file=sys.stderr)
+    summary = run_sweep(base, grid, args.out, executor=args.executor, workers=args.workers, device=args.device,
+                        save_coefficients=args.save_coefficients, max_memory_gb=args.max_memory_gb,
+                        chunk_runs=args.chunk_runs, executor_options=options)
+    print(json.dumps(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "presets":
+            for p in PRESETS.values():
+                print(f"{p.name:8s} {p.description}\n         base {p.base}\n         grid "
+                      f"{ {k: (v if len(v) <= 6 else f'{len(v)} values {v[0]}..{v[-1]}') for k, v in p.grid.items()} }")
+            return 0
+        return cmd_run(args) if args.command == "run" else cmd_sweep(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Where work units run: in this process, a local process pool, or a Slurm cluster through submitit job arrays.
+
+Every executor runs the same function, :func:`run_unit`, on lists of configurations and yields each unit's
+results as it finishes; the caller writes them to the cache, so an interrupted sweep keeps what finished.
+Users who outgrow one machine change one flag: ``--executor submitit --slurm-partition NAME``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import ConfigError, SimConfig
+
+EXECUTORS = ("inprocess", "pool", "submitit")
+
+
+def run_unit(configs: list[dict], device: str = "cpu", save_coefficients: bool = False,
+             memory_bytes: float = 2 * 2**30, threads: int | None = None):
+    """Run a list of configurations (given as dicts, so the call pickles small) and return their results."""
+    import torch
+
+    from .engine import simulate
+
+    if threads:
+        torch.set_num_threads(threads)
+    return simulate([SimConfig(**c) for c in configs], device=device, save_coefficients=save_coefficients,
+                    memory_bytes=memory_bytes)
+
+
+class InProcess:
+    def run(self, units: list[list[SimConfig]], **kw) -> Iterator[list]:
+        for unit in units:
+            yield run_unit([c.to_dict() for c in unit], **kw)
+
+
+class ProcessPool:
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+
+    def run(self, units: list[list[SimConfig]], **kw) -> Iterator[list]:
+        import multiprocessing as mp
+
+        kw = {**kw, "threads": 1}
+        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(run_unit, [c.to_dict() for c in unit], **kw) for unit in units]
+            try:
+                for fut in cf.as_completed(futures):
+                    yield fut.result()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+
+class Submitit:
+    """submitit job arrays: ``cluster`` is ``slurm`` (default on a cluster), ``local`` or ``debug``."""
+
+    def __init__(self, folder: Path, options: dict[str, Any]):
+        try:
+            import submitit
+        except ImportError:
+            raise ConfigError("--executor submitit needs the submitit package: pip install submitit") from None
+        options = dict(options)
+        cluster = options.pop("cluster", None)
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        params = {"timeout_min": options.pop("timeout_min", 60), **options}
+        self.executor.update_parameters(**params)
+
+    def run(self, units: list[list[SimConfig]], **kw) -> Iterator[list]:
+        if not units:
+            return
+        args = [[c.to_dict() for c in unit] for unit in units]
+        jobs = self.executor.map_array(_SubmititCall(kw), args)
+        pending = list(jobs)
+        while pending:
+            finished = [j for j in pending if j.done()]
+            if not finished:
+                import time
+
+                time.sleep(0.2)
+                continue
+            for job in finished:
+                pending.remove(job)
+                yield job.result()
+
+
+class _SubmititCall:
+    def __init__(self, kw: dict[str, Any]):
+        self.kw = kw
+
+    def __call__(self, configs: list[dict]):
+        return run_unit(configs, **self.kw)
+
+
+def make_executor(name: str, workers: int = 2, folder: Path | None = None, options: dict[str, Any] | None = None):
+    if name == "inprocess":
+        return InProcess()
+    if name == "pool":
+        return ProcessPool(workers)
+    if name == "submitit":
+        return Submitit(Path(folder or "submitit"), options or {})
+    raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

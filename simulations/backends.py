@@ -79,10 +79,10 @@ class GramBackend:
         C, _, m, K = self.shape
         return torch.bmm(direction.reshape(C, 2 * m, K), self.G).view(self.shape)
 
-    def expand(self, basis_values: torch.Tensor) -> torch.Tensor:
+    def expand(self, basis_values: torch.Tensor):
         return self.layout.expand(basis_values)
 
-    def direction(self, coef: torch.Tensor) -> torch.Tensor:
+    def direction(self, coef) -> torch.Tensor:
         return self.layout.collect(coef)
 
     def sq_norm(self, direction: torch.Tensor, lin: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,9 +130,10 @@ class GramBackend:
         yhat = torch.stack([torch.as_tensor(dr.yhat, dtype=root.dtype, device=root.device) for dr in draws])  # (C, T)
         z_noise = torch.einsum("ctpk,cfk->ctpf", normals, root)  # (C, T, Pn, 2m)
         z_signal = (signal[:, None, None] * e1[:, None, :]) * yhat[:, :, None]  # (C, T, 2m): <w, yhat mu>
-        z = torch.cat([z_signal[:, :, None, :], z_noise], dim=2)  # (C, T, P_s, 2m)
-        z = z.view(C, z.shape[1], z.shape[2], 2, m).permute(0, 3, 4, 1, 2)  # (C, 2, m, T, P_s)
-        return network_output(act, z, noise_multiplicity)
+        T = z_noise.shape[1]
+        z_signal = z_signal.view(C, T, 2, m).permute(0, 2, 3, 1)  # (C, 2, m, T)
+        z_noise = z_noise.view(C, T, -1, 2, m).permute(0, 3, 4, 1, 2)  # (C, 2, m, T, Pn)
+        return network_output(act, z_signal, z_noise, noise_multiplicity)
 
 
 class WeightsBackend:
@@ -181,12 +182,12 @@ class WeightsBackend:
 
     lin = basis_preacts  # pre-activations are linear in the weights
 
-    def expand(self, basis_values: torch.Tensor) -> torch.Tensor:
-        return basis_values
+    def expand(self, basis_values: torch.Tensor):
+        return basis_values[..., 0], basis_values[..., 1:]
 
-    def direction(self, coef: torch.Tensor) -> torch.Tensor:
+    def direction(self, coef) -> torch.Tensor:
         C, _, m, d = self.shape
-        return torch.bmm(coef.reshape(C, 2 * m, -1), self.X).view(self.shape)
+        return torch.bmm(self.layout.join(coef).reshape(C, 2 * m, -1), self.X).view(self.shape)
 
     def sq_norm(self, direction: torch.Tensor, lin: torch.Tensor | None = None) -> torch.Tensor:
         return (direction * direction).sum(dim=(1, 2, 3))
@@ -220,9 +221,9 @@ class WeightsBackend:
                 xi = torch.as_tensor(noise, dtype=W.dtype, device=W.device) * sigma_p[c]
                 z_noise = torch.einsum("tpd,fd->tpf", xi, W[c])  # (rows, Pn, 2m)
                 y = yhat_test[c, start:start + rows]
-                z = torch.cat([(y[:, None] * z_sig[None, :])[:, None, :], z_noise], dim=1)
-                z = z.view(1, rows, z.shape[1], 2, m).permute(0, 3, 4, 1, 2)
-                out[c, start:start + rows] = network_output(act, z, noise_multiplicity)[0]
+                zs = (y[:, None] * z_sig[None, :]).view(1, rows, 2, m).permute(0, 2, 3, 1)
+                zn = z_noise.view(1, rows, -1, 2, m).permute(0, 3, 4, 1, 2)
+                out[c, start:start + rows] = network_output(act, zs, zn, noise_multiplicity)[0]
         return out
 
 

@@ -93,13 +93,17 @@ class SimConfig:
 
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
     @property
     def hash(self) -> str:
         """Stable 16-hex-digit hash of every field (and the schema version): names the cached result."""
-        payload = json.dumps({"schema": SCHEMA_VERSION, **_canonical(self.to_dict())}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            payload = json.dumps({"schema": SCHEMA_VERSION, **_canonical(self.to_dict())}, sort_keys=True)
+            cached = hashlib.sha256(payload.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def replace(self, **changes: Any) -> "SimConfig":
         return dataclasses.replace(self, **coerce_values(changes))

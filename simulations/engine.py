@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from .backends import GramBackend, WeightsBackend, bytes_per_config
-from .config import ConfigError, SimConfig
+from .config import FIELD_NAMES, ConfigError, SimConfig
 from .data import (STREAM_BATCH, STREAM_FORGET, data_key, explicit_data, explicit_test_noise, hash_uniform,
-                   standard_data, test_draws)
+                   standard_data, test_draws, test_key)
 from .model import SIGN_J, Activation, PatchLayout, logistic_loss
 from .optim import sam_step
 from .unlearning import METHODS
@@ -30,8 +30,12 @@ PER_CONFIG_FIELDS = ("signal_strength", "sigma_p", "sigma_0", "label_flip", "lr"
 
 
 def group_key(cfg: SimConfig) -> tuple:
-    free = set(PER_CONFIG_FIELDS) | ({"d"} if cfg.backend == "gram" else set())
-    return tuple((k, v) for k, v in sorted(cfg.to_dict().items()) if k not in free)
+    free = _FREE_GRAM if cfg.backend == "gram" else _FREE_WEIGHTS
+    return tuple(getattr(cfg, k) for k in FIELD_NAMES if k not in free)
+
+
+_FREE_WEIGHTS = frozenset(PER_CONFIG_FIELDS)
+_FREE_GRAM = _FREE_WEIGHTS | {"d"}
 
 
 @dataclass
@@ -62,17 +66,46 @@ class CoefficientTracker:
         self.positive = torch.zeros((C, 2, m, K - 1), dtype=dtype, device=device)
         self.sample_of_noise = sample_of_noise
         self.valid = True
+        self._labels: torch.Tensor | None = None  # labels of the increments not yet split into zeta_bar / zeta
+        self._since = torch.zeros_like(self.total[..., 1:])
+        self._state: torch.Tensor | None = None  # gram backend: the followed state
+        self._anchor = torch.zeros_like(self._since)
 
     def add(self, basis_step: torch.Tensor | None, labels: torch.Tensor) -> None:
+        """Accumulate one step's change of the basis coefficients (None: the step left span B)."""
         if basis_step is None:
             self.valid = False
             return
+        self._switch_labels(labels)
         self.total += basis_step
-        sign_j = labels.new_tensor(SIGN_J).view(1, 2, 1)
-        same = (labels[:, None, self.sample_of_noise] == sign_j).to(basis_step.dtype)  # (C, 2, N)
-        self.positive += basis_step[..., 1:] * same[:, :, None, :]
+        self._since += basis_step[..., 1:]
+
+    def follow(self, state: torch.Tensor, labels: torch.Tensor) -> None:
+        """Gram backend: the state *is* the coefficient vector, so keep a reference instead of accumulating."""
+        self._switch_labels(labels)
+        self._state = state
+
+    def _switch_labels(self, labels: torch.Tensor) -> None:
+        if self._labels is not None and labels is not self._labels and not torch.equal(labels, self._labels):
+            self._flush()
+        self._labels = labels
+
+    def _flush(self) -> None:
+        # the split of a noise increment depends only on the label used in that step, so increments made under
+        # one label vector are split together (exact, and cheaper than splitting every step)
+        if self._labels is None:
+            return
+        if self._state is not None:
+            self.total = self._state
+            self._since = self._state[..., 1:] - self._anchor
+            self._anchor = self._state[..., 1:].clone()
+        sign_j = self._labels.new_tensor(SIGN_J).view(1, 2, 1)
+        same = (self._labels[:, None, self.sample_of_noise] == sign_j).to(self._since.dtype)  # (C, 2, N)
+        self.positive += self._since * same[:, :, None, :]
+        self._since = torch.zeros_like(self._since)
 
     def coefficients(self, signal_sq: torch.Tensor, noise_sq: torch.Tensor):
+        self._flush()
         sign_j = self.total.new_tensor(SIGN_J).view(1, 2, 1)
         kappa = sign_j * self.total[..., 0] * signal_sq[:, None, None]
         noise_total = self.total[..., 1:] * noise_sq[:, None, None, :]
@@ -207,7 +240,7 @@ class GroupRun:
         from .model import loss_and_patch_coefficients
 
         preacts = self.backend.expand(self.backend.basis_preacts(state))
-        _, _, _, coef = loss_and_patch_coefficients(self.act, preacts, labels, weights,
+        _, _, _, coef = loss_and_patch_coefficients(self.act, *preacts, labels, weights,
                                                     self.layout.noise_multiplicity)
         return self.backend.direction(coef)
 
@@ -219,7 +252,10 @@ class GroupRun:
         self.diverged_step = torch.where((self.diverged_step < 0) & bad, self.t, self.diverged_step)
         if count and self.t in self.log_steps:
             self._record(info)
-        self.tracker.add(info.basis_step, labels)
+        if self.backend.name == "gram":
+            self.tracker.follow(new_state, labels)
+        else:
+            self.tracker.add(info.basis_step, labels)
         if count:
             self.t += 1
         return new_state
@@ -231,7 +267,7 @@ class GroupRun:
         C = out.shape[0]
         kappa, zeta_bar, zeta = self.tracker.coefficients(self.backend.signal_norm_sq(), self.backend.noise_norms_sq())
         own = (self.labels < 0).long()  # filter-set index of the sample's own label
-        noise_pre = info.perturbed_preacts[..., 1:]  # (C, 2, m, n, Pn)
+        noise_pre = info.perturbed_preacts[1]  # (C, 2, m, n, Pn)
         idx = own[:, None, None, :, None].expand(C, 1, *noise_pre.shape[2:])
         own_pre = torch.gather(noise_pre, 1, idx)[:, 0]
         sample_forget = self.forget[:, self.tracker.sample_of_noise][:, None, None, :]
@@ -272,7 +308,7 @@ class GroupRun:
         preacts = backend.expand(backend.basis_preacts(state))
         from .model import network_output
 
-        out = network_output(self.act, preacts, self.layout.noise_multiplicity)
+        out = network_output(self.act, *preacts, self.layout.noise_multiplicity)
         margin = self.labels * out
         correct = (margin > 0).to(self.dtype)
         nf = self.forget.sum(dim=1).to(self.dtype)
@@ -292,7 +328,9 @@ class GroupRun:
 
     def _test_error(self, state) -> dict[str, torch.Tensor]:
         cfg, configs = self.cfg, self.configs
-        draws = [test_draws(c) for c in configs]
+        cache: dict[tuple, Any] = {}
+        draws = [cache[test_key(c)] if test_key(c) in cache else cache.setdefault(test_key(c), test_draws(c))
+                 for c in configs]
         t = lambda a: torch.as_tensor(np.stack(a), dtype=self.dtype, device=self.device)  # noqa: E731
         yhat = t([dr.yhat for dr in draws])
         flipped = torch.as_tensor(np.stack([dr.flip_u for dr in draws]) < self._np_params["label_flip"][:, None],

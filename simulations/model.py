@@ -7,6 +7,7 @@ Shapes: ``C`` configurations, filters indexed ``(j, r)`` with j = +1 at index 0 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -31,18 +32,35 @@ class Activation:
         return self.q * torch.relu(z) ** (self.q - 1)
 
 
-def network_output(act: Activation, preacts: torch.Tensor, noise_multiplicity: float = 1.0) -> torch.Tensor:
+class SignalOnBasis(NamedTuple):
+    """Signal pre-activations kept on the basis: ``<w_{j,r}, yhat_i mu> = yhat_i a_{j,r}`` with ``a`` (C, 2, m).
+
+    Every signal patch is +mu or -mu, so sums over samples reduce to two sums (yhat = +1 and yhat = -1) and the
+    signal part costs O(m + n) instead of O(m n) per configuration (gram backend)."""
+
+    value: torch.Tensor  # (C, 2, m)
+    yhat: torch.Tensor  # (C, n)
+
+
+def _signal_sum(act: Activation, signal_pre) -> torch.Tensor:
+    """``sum_r sigma(<w_{j,r}, signal patch of i>)`` → (C, 2, n)."""
+    if isinstance(signal_pre, SignalOnBasis):
+        plus = act.value(signal_pre.value).sum(dim=2)[..., None]
+        minus = act.value(-signal_pre.value).sum(dim=2)[..., None]
+        return torch.where(signal_pre.yhat[:, None, :] > 0, plus, minus)
+    return act.value(signal_pre).sum(dim=2)
+
+
+def network_output(act: Activation, signal_pre: torch.Tensor, noise_pre: torch.Tensor,
+                   noise_multiplicity: float = 1.0) -> torch.Tensor:
     """``f(W, x_i) = (1/m) sum_{r,p} [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]`` → (C, n).
 
-    ``noise_multiplicity`` weights the noise patches (P-1 when a sample's noise patches are one shared vector and
-    ``preacts`` holds it once)."""
-    values = act.value(preacts)
-    m = preacts.shape[2]
-    per_patch = values.sum(dim=2)  # (C, 2, n, P)
-    if noise_multiplicity != 1.0:
-        per_patch = torch.cat([per_patch[..., :1], noise_multiplicity * per_patch[..., 1:]], dim=-1)
-    per_set = per_patch.sum(dim=-1) / m  # (C, 2, n)
-    return per_set[:, 0] - per_set[:, 1]
+    ``signal_pre`` (C, 2, m, n) holds the signal patch, ``noise_pre`` (C, 2, m, n, P_n) the stored noise patches;
+    ``noise_multiplicity`` weights them (P-1 when a sample's noise patches are one shared vector stored once)."""
+    m = noise_pre.shape[2]
+    noise = act.value(noise_pre).sum(dim=(2, 4))  # (C, 2, n)
+    per_set = _signal_sum(act, signal_pre) + (noise if noise_multiplicity == 1.0 else noise_multiplicity * noise)
+    return (per_set[:, 0] - per_set[:, 1]) / m
 
 
 def logistic_loss(margin: torch.Tensor) -> torch.Tensor:
@@ -55,8 +73,8 @@ def logistic_derivative(margin: torch.Tensor) -> torch.Tensor:
     return -torch.sigmoid(-margin)
 
 
-def loss_and_patch_coefficients(act: Activation, preacts: torch.Tensor, labels: torch.Tensor,
-                                sample_weights: torch.Tensor, noise_multiplicity: float = 1.0):
+def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise_pre: torch.Tensor,
+                                labels: torch.Tensor, sample_weights: torch.Tensor, noise_multiplicity: float = 1.0):
     """Weighted logistic loss ``L = sum_i a_i l(y_i f(x_i))`` and its gradient factors per filter and patch.
 
     The gradient (spec §2, [derived]) is ``dL/dw_{j,r} = sum_{i,p} coef[j,r,i,p] x_i^{(p)}`` with
@@ -64,26 +82,42 @@ def loss_and_patch_coefficients(act: Activation, preacts: torch.Tensor, labels: 
     noise patches). Every objective of the project (GD, SGD batches, NegGrad's ``alpha L(R) - (1-alpha) L(F)``,
     random labels) is such a weighted sum with per-sample weights ``a`` and labels ``y``.
 
-    Returns ``(loss (C,), per-sample loss (C, n), output f (C, n), coef (C, 2, m, n, P))``.
+    Returns ``(loss (C,), per-sample loss (C, n), output f (C, n), (coef_signal, coef_noise))`` with the shapes
+    of the two pre-activation tensors.
     """
-    out = network_output(act, preacts, noise_multiplicity)
+    out = network_output(act, signal_pre, noise_pre, noise_multiplicity)
     margin = labels * out
     per_sample = logistic_loss(margin)
     loss = (sample_weights * per_sample).sum(dim=1)
-    m = preacts.shape[2]
+    m = noise_pre.shape[2]
     factor = sample_weights * logistic_derivative(margin) * labels / m  # (C, n)
-    sign_j = preacts.new_tensor(SIGN_J).view(1, 2, 1, 1, 1)
-    coef = act.derivative(preacts) * factor[:, None, None, :, None] * sign_j
-    if noise_multiplicity != 1.0:
-        coef = torch.cat([coef[..., :1], noise_multiplicity * coef[..., 1:]], dim=-1)
-    return loss, per_sample, out, coef
+    sign_j = noise_pre.new_tensor(SIGN_J).view(1, 2, 1, 1)
+    f_signal = factor[:, None, None, :] * sign_j  # (C, 2, 1, n)
+    f_noise = (f_signal if noise_multiplicity == 1.0 else noise_multiplicity * f_signal)[..., None]
+    if act.name == "relu":
+        coef_noise = torch.where(noise_pre > 0, f_noise, 0.0)
+    else:
+        coef_noise = act.derivative(noise_pre) * f_noise
+    if isinstance(signal_pre, SignalOnBasis):
+        # basis-level coefficient: sum_i coef[j,r,i] yhat_i = j [s'(a) sum_{yhat=+1} factor - s'(-a) sum_{yhat=-1} factor]
+        positive = signal_pre.yhat > 0
+        f_plus = torch.where(positive, factor, 0.0).sum(dim=1)[:, None, None]
+        f_minus = torch.where(positive, 0.0, factor).sum(dim=1)[:, None, None]
+        a = signal_pre.value
+        coef_signal = sign_j[..., 0] * (act.derivative(a) * f_plus - act.derivative(-a) * f_minus)  # (C, 2, m)
+    elif act.name == "relu":
+        coef_signal = torch.where(signal_pre > 0, f_signal, 0.0)
+    else:
+        coef_signal = act.derivative(signal_pre) * f_signal
+    return loss, per_sample, out, (coef_signal, coef_noise)
 
 
 class PatchLayout:
     """Maps between per-patch quantities and the basis B = {mu, xi_1, ..., xi_N} of spec §5b.
 
     Patch (i, 0) is ``yhat_i mu`` (basis 0 with sign yhat_i); noise patch (i, p) is basis vector ``1 + i`` when a
-    sample's noise patches are shared (stored once, ``P_eff = 2``), else ``1 + i (P-1) + (p-1)``.
+    sample's noise patches are shared (stored once), else ``1 + i (P-1) + (p-1)``. Per-patch quantities travel as
+    a pair ``(signal (C, 2, m, n), noise (C, 2, m, n, P_n))``.
     """
 
     def __init__(self, n: int, P: int, shared_noise: bool, yhat: torch.Tensor):
@@ -93,16 +127,26 @@ class PatchLayout:
         self.n_noise = n if shared_noise else n * (P - 1)
         self.yhat = yhat  # (C, n)
 
-    def expand(self, basis_values: torch.Tensor) -> torch.Tensor:
-        """(C, 2, m, K) values on the basis → (C, 2, m, n, P_stored) per-patch values."""
-        C, _, m, _ = basis_values.shape
-        signal = basis_values[..., :1] * self.yhat[:, None, None, :]  # (C, 2, m, n)
-        noise = basis_values[..., 1:].reshape(C, 2, m, self.n, self.stored_patches - 1)
-        return torch.cat([signal[..., None], noise], dim=-1)
+    def expand(self, basis_values: torch.Tensor):
+        """(C, 2, m, K) values on the basis → per-patch pair (a view for the noise part)."""
+        signal = SignalOnBasis(basis_values[..., 0], self.yhat)
+        noise = basis_values[..., 1:].unflatten(-1, (self.n, self.stored_patches - 1))
+        return signal, noise
 
-    def collect(self, patch_values: torch.Tensor) -> torch.Tensor:
-        """(C, 2, m, n, P_stored) per-patch coefficients → (C, 2, m, K) on the basis (sums shared patches)."""
-        C, _, m = patch_values.shape[:3]
-        signal = (patch_values[..., 0] * self.yhat[:, None, None, :]).sum(dim=-1, keepdim=True)
-        noise = patch_values[..., 1:].reshape(C, 2, m, self.n_noise)
-        return torch.cat([signal, noise], dim=-1)
+    def collect(self, coef) -> torch.Tensor:
+        """Per-patch pair of coefficients → (C, 2, m, K) on the basis (signal patches add up with sign yhat)."""
+        coef_signal, coef_noise = coef
+        C, _, m = coef_signal.shape[:3]
+        out = coef_signal.new_empty(C, 2, m, 1 + self.n_noise)
+        if coef_signal.dim() == 3:  # already on the basis (from SignalOnBasis)
+            out[..., 0] = coef_signal
+        else:
+            out[..., 0] = (coef_signal * self.yhat[:, None, None, :]).sum(dim=-1)
+        out[..., 1:] = coef_noise.flatten(-2)
+        return out
+
+    @staticmethod
+    def join(pair) -> torch.Tensor:
+        """Per-patch pair → one tensor (C, 2, m, n, P_s) with the signal patch first."""
+        signal, noise = pair
+        return torch.cat([signal[..., None], noise], dim=-1)

@@ -26,7 +26,7 @@ class StepInfo:
     loss: torch.Tensor  # (C,) objective at W
     per_sample_loss: torch.Tensor  # (C, n)
     outputs: torch.Tensor  # (C, n)
-    perturbed_preacts: torch.Tensor  # (C, 2, m, n, P_s) pre-activations at the (SAM-perturbed) point
+    perturbed_preacts: tuple  # (signal, noise) pre-activations at the (SAM-perturbed) point
     basis_step: torch.Tensor | None  # (C, 2, m, K) change of the basis coefficients, None if not in span B
 
 
@@ -46,7 +46,7 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
     mult = backend.layout.noise_multiplicity
     basis = backend.basis_preacts(state)
     preacts = backend.expand(basis)
-    loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, preacts, labels, sample_weights, mult)
+    loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, *preacts, labels, sample_weights, mult)
     perturbed = preacts
     if bool((rho > 0).any()):
         grad = backend.direction(coef)
@@ -62,14 +62,19 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
             factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
             lin_eps = _per_config(factor, lin_grad) * lin_grad
         perturbed = backend.expand(basis + lin_eps)
-        _, _, _, coef_eps = loss_and_patch_coefficients(act, perturbed, labels, sample_weights, mult)
+        _, _, _, coef_eps = loss_and_patch_coefficients(act, *perturbed, labels, sample_weights, mult)
         mix = torch.ones_like(rho) if mix is None else mix
-        coef = coef + _per_config(mix, coef) * (coef_eps - coef)
+        coef = tuple(a + _per_config(mix, a) * (b - a) for a, b in zip(coef, coef_eps))
     if filter_mask is not None:
-        coef = coef * filter_mask[..., None, None]
-    step = -_per_config(lr, coef) * coef
-    direction = backend.direction(step)
-    basis_step = backend.layout.collect(step) if backend.name == "weights" else direction
+        signal_mask = filter_mask if coef[0].dim() == 3 else filter_mask[..., None]
+        coef = (coef[0] * signal_mask, coef[1] * filter_mask[..., None, None])
+    direction = backend.direction(coef)
+    direction = direction * _per_config(-lr, direction)
+    if backend.name == "weights":
+        basis_step = backend.layout.collect(coef)
+        basis_step = basis_step * _per_config(-lr, basis_step)
+    else:
+        basis_step = direction
     if coordinate_mask is not None:
         direction = direction * coordinate_mask
         basis_step = None

@@ -79,8 +79,9 @@ def cmd_sweep(args) -> int:
     overrides = parse_assignments(args.set)
     base = {**p.base, **overrides}
     grid = {} if args.no_preset_grid else dict(p.grid)
-    for key in overrides:  # a --set of a key the preset grids over fixes it
-        grid.pop(key, None)
+    for key in list(grid):  # a --set of a key the preset grids over fixes it
+        if set(key.split("+")) & set(overrides):
+            grid.pop(key)
     for item in args.grid:
         key, values = parse_grid_axis(item)
         grid[key] = values

@@ -243,10 +243,23 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 
 
 def parse_grid_axis(item: str) -> tuple[str, list[Any]]:
-    """``key=v1,v2,...`` or ``key=start:stop:step`` (stop inclusive up to rounding) → (key, values)."""
+    """``key=v1,v2,...`` or ``key=start:stop:step`` (stop inclusive up to rounding) → (key, values).
+
+    A linked axis ``key1+key2=a1+a2,b1+b2`` varies several fields together (values are tuples)."""
     if "=" not in item:
         raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... or key=start:stop:step")
     key, text = (s.strip() for s in item.split("=", 1))
+    if "+" in key:  # linked axis: optimizer+unlearn_optimizer=gd+gd,sam+sam
+        names = [k.strip() for k in key.split("+")]
+        values = []
+        for part in (t for t in text.split(",") if t.strip()):
+            texts = part.split("+")
+            if len(texts) != len(names):
+                raise ConfigError(f"--grid {item!r}: each value of a linked axis needs {len(names)} parts joined by +")
+            values.append(tuple(parse_value(k, t) for k, t in zip(names, texts)))
+        if not values:
+            raise ConfigError(f"--grid {item!r}: no values")
+        return "+".join(names), values
     if key not in FIELD_TYPES:
         raise ConfigError(f"unknown grid key {key!r}; known options: {', '.join(FIELD_NAMES)}")
     if ":" in text:
@@ -297,16 +310,18 @@ PRESETS: dict[str, Preset] = {
         "smoke",
         "a few signal strengths x {gd, sam}, each before and after NegGrad; seconds on a CPU",
         base=dict(n=20, d=400, m=10, steps=200, lr=0.5, rho=0.3, n_test=2000, forget_size=2,
-                  unlearn_method="neggrad", unlearn_steps=50, unlearn_lr=0.5, alpha=0.9),
-        grid=dict(signal_strength=[0.5, 1.0, 2.0, 4.0], optimizer=["gd", "sam"], seed=[0, 1]),
+                  unlearn_method="neggrad", unlearn_steps=50, unlearn_lr=0.5, alpha=0.5),
+        grid={"signal_strength": [0.5, 1.0, 2.0, 4.0], "optimizer+unlearn_optimizer": [("gd", "gd"), ("sam", "sam")],
+              "seed": [0, 1]},
     ),
     "quick": Preset(
         "quick",
-        "signal strength x d heatmap, gd vs sam, with NegGrad; about a minute on a CPU",
+        "signal strength x d heatmap, gd vs sam, before and after NegGrad; seconds on a CPU",
         base=dict(n=20, d=400, m=10, steps=200, lr=0.5, rho=0.3, n_test=5000, forget_size=2,
-                  unlearn_method="neggrad", unlearn_steps=50, unlearn_lr=0.5, alpha=0.9),
-        grid=dict(signal_strength=[round(0.25 * k, 2) for k in range(1, 21)],
-                  d=[100, 200, 400, 800, 1600, 3200], optimizer=["gd", "sam"], seed=[0, 1, 2]),
+                  unlearn_method="neggrad", unlearn_steps=50, unlearn_lr=0.5, alpha=0.5),
+        grid={"signal_strength": [round(0.25 * k, 2) for k in range(1, 21)],
+              "d": [100, 200, 400, 800, 1600, 3200], "optimizer+unlearn_optimizer": [("gd", "gd"), ("sam", "sam")],
+              "seed": [0, 1, 2]},
     ),
     "paper": Preset(
         "paper",

@@ -31,7 +31,9 @@ def expand_grid(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[SimCon
     configs = []
     for values in itertools.product(*(v for _, v in axes)):
         cell = dict(base)
-        cell.update(coerce_values(dict(zip((k for k, _ in axes), values))))
+        for key, value in zip((k for k, _ in axes), values):
+            names = key.split("+")
+            cell.update(coerce_values(dict(zip(names, value if len(names) > 1 else (value,)))))
         try:
             configs.append(SimConfig(**cell))
         except ConfigError as exc:

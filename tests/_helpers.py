@@ -11,6 +11,7 @@ from simulations.model import loss_and_patch_coefficients
 from simulations.unlearning import METHODS
 
 TINY = dict(n=10, d=30, P=2, m=3, steps=20, n_test=200, lr=0.5, forget_size=2, unlearn_steps=10, unlearn_lr=0.5,
+            signal_strength=1.5, sigma_p=0.8, sigma_0=0.05,  # not 1: scalings must matter
             log_points=6)
 
 
@@ -21,8 +22,11 @@ def tiny(**overrides) -> SimConfig:
 def joined(patch_values) -> torch.Tensor:
     """Per-patch values as one tensor (C, 2, m, n, P_stored), signal patch first, whether the simulator passes them
     as one tensor or as a ``(signal (C, 2, m, n), noise (C, 2, m, n, P_n))`` pair."""
-    if isinstance(patch_values, tuple):
+    if isinstance(patch_values, tuple) and len(patch_values) == 2 and isinstance(patch_values[1], torch.Tensor) \
+            and patch_values[1].dim() == 5:
         signal, noise = patch_values
+        if hasattr(signal, "value") and hasattr(signal, "yhat"):  # kept on the basis: <w_{j,r}, yhat_i mu>
+            signal = signal.value[..., None] * signal.yhat[:, None, None, :]
         return torch.cat([signal[..., None], noise], dim=-1)
     return patch_values
 

@@ -101,3 +101,22 @@ def test_test_error_distribution_over_seeds_agrees(projected):
         if key == "test_error":  # a setting where the comparison means something
             assert 0.15 < a.mean() < 0.4 and 0.15 < b.mean() < 0.4, (a.mean(), b.mean())
             assert a.std() > 0.01
+
+
+@pytest.mark.parametrize("projected", [True, False])
+@pytest.mark.parametrize("shared", [True, False])
+def test_monte_carlo_test_error_matches_explicit_test_samples(projected, shared):
+    """The gram backend's test error (Monte Carlo over the Gaussian of the 2m noise pre-activations, spec §5b) and
+    the weights backend's (explicit d-dimensional test samples) estimate the same number for the same weights."""
+    cfg_w = tiny(backend="weights", signal_strength=3.0, noise_projected=projected, shared_noise=shared, P=3,
+                 n_test=20_000, optimizer="sam", rho=0.2, label_flip=0.1)
+    vectors = explicit_data(cfg_w)
+    run_w = GroupRun([cfg_w], explicit=[vectors])
+    run_g = GroupRun([cfg_w.replace(backend="gram")], explicit=[vectors])
+    met_w = run_w.evaluate(drive(run_w))
+    met_g = run_g.evaluate(drive(run_g))
+    for key in ("test_error", "test_error_clean"):
+        pw, pg = float(met_w[key][0]), float(met_g[key][0])
+        se = np.sqrt((pw * (1 - pw) + pg * (1 - pg)) / cfg_w.n_test)
+        assert abs(pw - pg) <= 4 * se + 1e-12, (key, pw, pg, se)
+    assert 0.01 < float(met_w["test_error_clean"][0]) < 0.45  # not a trivial comparison

@@ -83,3 +83,12 @@ def test_determinism_by_seed(backend):
         other.metrics["train_loss"] != first.metrics["train_loss"]
     assert not np.allclose(other.trajectory["train_loss"], first.trajectory["train_loss"])
     assert cfg.hash != cfg.replace(seed=1).hash
+
+
+@pytest.mark.parametrize("backend", ["gram", "weights"])
+def test_float32_agrees_with_float64(backend):
+    cfg = tiny(backend=backend, optimizer="sam", rho=0.2, unlearn_method="neggrad", n_test=500)
+    a, b = simulate([cfg, cfg.replace(precision="float32")])
+    np.testing.assert_allclose(b.trajectory["train_loss"], a.trajectory["train_loss"], rtol=1e-4)
+    assert abs(a.metrics["test_error"] - b.metrics["test_error"]) <= 0.01
+    assert a.config.hash != b.config.hash

@@ -1,0 +1,64 @@
+"""``python -m figures``: run what is missing of the embedded default sweeps, then render every figure.
+
+    python -m figures [--results results/figures] [--out figures/out] [--only NAME ...] [--no-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from simulations.config import ConfigError
+from simulations.sweep import run_sweep
+
+from . import dynamics, heatmaps  # noqa: F401 - registers the figures
+from .defaults import SWEEPS
+from .registry import FIGURES, SweepResults
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "figures", help="sweep folders")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="figure folder")
+    parser.add_argument("--only", nargs="*", default=None, help=f"some of: {', '.join(FIGURES)}")
+    parser.add_argument("--no-run", action="store_true", help="never simulate; fail if results are missing")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    names = args.only or list(FIGURES)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        print(f"error: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}", file=sys.stderr)
+        return 2
+    try:
+        for sweep in dict.fromkeys(FIGURES[n].sweep for n in names):
+            folder = args.results / sweep
+            spec = SWEEPS[sweep]
+            if args.no_run:
+                if not (folder / "results.csv").exists():
+                    print(f"error: no results for sweep {sweep!r} in {folder}; run without --no-run",
+                          file=sys.stderr)
+                    return 2
+                continue
+            start = time.perf_counter()
+            summary = run_sweep(spec["base"], spec["grid"], folder, device=args.device,
+                                save_coefficients=spec.get("save_coefficients", False))
+            print(f"sweep {sweep}: {summary['runs']} runs ({summary['computed']} computed, "
+                  f"{summary['skipped']} cached) in {time.perf_counter() - start:.1f} s")
+        for name in names:
+            fig = FIGURES[name]
+            paths = fig.render(SweepResults(args.results / fig.sweep), args.out)
+            print(f"{name}: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+                                          for p in paths))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Figures registered by name: each names the sweep it reads and a function that renders it from results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    sweep: str  # key of figures.defaults.SWEEPS
+    render: Callable  # render(results: SweepResults, out_dir: Path) -> list[Path]
+    description: str
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+def register(name: str, sweep: str, description: str):
+    def wrap(fn):
+        FIGURES[name] = Figure(name, sweep, fn, description)
+        return fn
+
+    return wrap
+
+
+@dataclass
+class SweepResults:
+    """What a figure may read: the sweep's ``results.csv`` and per-run trajectories (by config hash)."""
+
+    folder: Path
+
+    def table(self):
+        import pandas as pd
+
+        return pd.read_csv(self.folder / "results.csv")
+
+    def trajectory(self, config_hash: str):
+        from simulations.store import ResultStore
+
+        return ResultStore(self.folder / "cache").trajectory(config_hash)

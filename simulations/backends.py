@@ -92,8 +92,16 @@ class GramBackend:
     def filter_sq_norm(self, direction: torch.Tensor) -> torch.Tensor:
         return (direction * self.lin(direction)).sum(dim=-1)
 
-    def basis_increment(self, step: torch.Tensor) -> torch.Tensor:
-        return step
+    def gradient_lin_and_sq_norm(self, coef):
+        """Pre-activation change along the gradient given by ``coef``, and the gradient's squared norm."""
+        grad = self.direction(coef)
+        lin = self.lin(grad)
+        return lin, (grad * lin).sum(dim=(1, 2, 3))
+
+    def apply(self, state: torch.Tensor, step_coef, coordinate_mask=None):
+        """``state + direction(step_coef)``; returns (new state, change of the basis coefficients)."""
+        step = self.direction(step_coef)
+        return state + step, step
 
     # ---------------------------------------------------------------- readouts
     def signal_norm_sq(self) -> torch.Tensor:
@@ -147,6 +155,7 @@ class WeightsBackend:
         self.signal = signal  # (C,)
         self._noise_norms_sq = noise_norms_sq  # (C, N)
         self.shape = W0.shape
+        self.patch_gram = torch.bmm(X, X.transpose(1, 2))  # (C, n P_s, n P_s)
 
     @classmethod
     def build(cls, data: list[ExplicitData], signal: np.ndarray, sigma_p: np.ndarray, sigma_0: np.ndarray,
@@ -154,19 +163,19 @@ class WeightsBackend:
               device: str | torch.device = "cpu") -> "WeightsBackend":
         C, n, ps = len(data), layout.n, layout.stored_patches
         d = data[0].noise.shape[1]
-        m = data[0].init.shape[0] // 2
+        m = data[0].m
         X = np.zeros((C, n, ps, d))
         W0 = np.empty((C, 2 * m, d))
         for c, dc in enumerate(data):
             X[c, :, 0, 0] = dc.yhat * signal[c]
             X[c, :, 1:, :] = sigma_p[c] * dc.noise.reshape(n, ps - 1, d)
-            W0[c] = sigma_0[c] * (dc.init_retrain if retrain_init else dc.init)
+            W0[c] = sigma_0[c] * (dc.retrain_init() if retrain_init else dc.init)
         noise_sq = (X[:, :, 1:, :] ** 2).sum(-1).reshape(C, -1)
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
         return cls(layout, t(X).view(C, n * ps, d), t(W0).view(C, 2, m, d), t(signal), t(noise_sq))
 
     def with_init(self, other: "WeightsBackend") -> "WeightsBackend":
-        return WeightsBackend(self.layout, self.X, other.W0, self.signal, self._noise_norms_sq)
+        return other
 
     # ---------------------------------------------------------------- dynamics
     def init_state(self) -> torch.Tensor:
@@ -195,8 +204,24 @@ class WeightsBackend:
     def filter_sq_norm(self, direction: torch.Tensor) -> torch.Tensor:
         return (direction * direction).sum(dim=-1)
 
-    def basis_increment(self, step: torch.Tensor) -> None:
-        return None  # the weights themselves are not coefficients; the tracker collects them separately
+    def gradient_lin_and_sq_norm(self, coef):
+        """Through the patch Gram ``X X^T``: no d-dimensional gradient is formed (SAM costs no extra d-sized matmul).
+
+        lin = coef · X X^T (the pre-activation change along the gradient), ||grad||^2 = <coef, coef · X X^T>."""
+        C, _, m, _ = self.shape
+        flat = self.layout.join(coef).reshape(C, 2 * m, -1)
+        lin = torch.bmm(flat, self.patch_gram)
+        return self._patch_view(lin), (flat * lin).sum(dim=(1, 2))
+
+    def apply(self, state: torch.Tensor, step_coef, coordinate_mask=None):
+        """``W + step`` with the step's matmul fused into the addition; the basis change is tracked separately
+        (None when a per-coordinate mask takes the update out of span B)."""
+        C, _, m, d = self.shape
+        flat = self.layout.join(step_coef).reshape(C, 2 * m, -1)
+        if coordinate_mask is not None:
+            return state + torch.bmm(flat, self.X).view(self.shape) * coordinate_mask, None
+        new = torch.baddbmm(state.reshape(C, 2 * m, d), flat, self.X).view(self.shape)
+        return new, self.layout.collect(step_coef)
 
     # ---------------------------------------------------------------- readouts
     def signal_norm_sq(self) -> torch.Tensor:

@@ -22,7 +22,7 @@ import numpy as np
 from .config import SimConfig
 
 # stream tags keep the independent random streams of one seed apart
-_STREAM_DATA, _STREAM_EXPLICIT, _STREAM_TEST, _STREAM_TEST_EXPLICIT = 1, 2, 3, 4
+_STREAM_DATA, _STREAM_EXPLICIT, _STREAM_TEST, _STREAM_TEST_EXPLICIT, _STREAM_EXPLICIT_RETRAIN = 1, 2, 3, 4, 5
 STREAM_FORGET, STREAM_BATCH, STREAM_RELABEL = 11, 12, 13
 
 
@@ -99,11 +99,21 @@ class ExplicitData:
     flip_u: np.ndarray  # (n,)
     noise: np.ndarray  # (N, d) unit variance per coordinate (first coordinate 0 when projected)
     init: np.ndarray  # (2m, d) standard normal -> scaled by sigma_0, ordered (j=+1: r=0..m-1, j=-1: ...)
-    init_retrain: np.ndarray  # (2m, d)
+    key: tuple  # data_key, for the retraining filters drawn on demand
+
+    @property
+    def m(self) -> int:
+        return self.init.shape[0] // 2
+
+    def retrain_init(self) -> np.ndarray:
+        """Fresh initial filters (2m, d) for retraining from scratch (their own random stream)."""
+        if not hasattr(self, "_retrain"):
+            self._retrain = _rng(_STREAM_EXPLICIT_RETRAIN, self.key).standard_normal(self.init.shape)
+        return self._retrain
 
     def standard(self, m: int) -> StandardData:
         """The same vectors in the StandardData layout (so the gram backend can run on them exactly)."""
-        vecs = np.concatenate([self.noise, self.init, self.init_retrain], axis=0)
+        vecs = np.concatenate([self.noise, self.init, self.retrain_init()], axis=0)
         return StandardData(yhat=self.yhat, flip_u=self.flip_u, first=vecs[:, 0].copy(), rest=vecs[:, 1:].copy(),
                             n_noise=self.noise.shape[0], m=m)
 
@@ -118,8 +128,7 @@ def explicit_data(cfg: SimConfig) -> ExplicitData:
     if cfg.noise_projected:
         noise[:, 0] = 0.0
     init = rng.standard_normal((2 * cfg.m, cfg.d))
-    init_retrain = rng.standard_normal((2 * cfg.m, cfg.d))
-    return ExplicitData(yhat=yhat, flip_u=flip_u, noise=noise, init=init, init_retrain=init_retrain)
+    return ExplicitData(yhat=yhat, flip_u=flip_u, noise=noise, init=init, key=data_key(cfg))
 
 
 @dataclass

@@ -49,16 +49,15 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
     loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, *preacts, labels, sample_weights, mult)
     perturbed = preacts
     if bool((rho > 0).any()):
-        grad = backend.direction(coef)
         if adaptive:
+            grad = backend.direction(coef)
             scaled = state.abs() * grad
             norm = torch.sqrt((scaled * scaled).sum(dim=(1, 2, 3)))
             factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
-            eps = _per_config(factor, state) * state * state * grad
-            lin_eps = backend.lin(eps)
+            lin_eps = backend.lin(_per_config(factor, state) * state * state * grad)
         else:
-            lin_grad = backend.lin(grad)
-            norm = torch.sqrt(backend.sq_norm(grad, lin_grad))
+            lin_grad, sq_norm = backend.gradient_lin_and_sq_norm(coef)
+            norm = torch.sqrt(sq_norm)
             factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
             lin_eps = _per_config(factor, lin_grad) * lin_grad
         perturbed = backend.expand(basis + lin_eps)
@@ -68,14 +67,6 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
     if filter_mask is not None:
         signal_mask = filter_mask if coef[0].dim() == 3 else filter_mask[..., None]
         coef = (coef[0] * signal_mask, coef[1] * filter_mask[..., None, None])
-    direction = backend.direction(coef)
-    direction = direction * _per_config(-lr, direction)
-    if backend.name == "weights":
-        basis_step = backend.layout.collect(coef)
-        basis_step = basis_step * _per_config(-lr, basis_step)
-    else:
-        basis_step = direction
-    if coordinate_mask is not None:
-        direction = direction * coordinate_mask
-        basis_step = None
-    return state + direction, StepInfo(loss, per_sample, outputs, perturbed, basis_step)
+    step = tuple(c * _per_config(-lr, c) for c in coef)
+    new_state, basis_step = backend.apply(state, step, coordinate_mask)
+    return new_state, StepInfo(loss, per_sample, outputs, perturbed, basis_step)

@@ -326,9 +326,9 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "paper",
         "the (K) authors' published grid (signal 0..9.9 x d 100..1090 x 10 seeds, n=20, P=2, m=10, p=0.1, "
-        "unprojected N(0,I) noise, lr 0.1, 100 GD steps, 1,000 test samples), for gd and sam",
+        "unprojected N(0,I) noise, lr 0.1, 100 GD steps, 1,000 test samples; float32), for gd and sam",
         base=dict(n=20, P=2, m=10, sigma_p=1.0, label_flip=0.1, noise_projected=False, lr=0.1, steps=100,
-                  n_test=1000, rho=0.3, forget_size=2, unlearn_method="none"),
+                  n_test=1000, rho=0.3, forget_size=2, unlearn_method="none", precision="float32"),
         grid=dict(signal_strength=[round(0.1 * k, 1) for k in range(100)], d=list(range(100, 1100, 10)),
                   optimizer=["gd", "sam"], seed=list(range(10))),
     ),

@@ -151,3 +151,13 @@ def test_optimizers_reduce_the_training_loss(optimizer, extra):
     loss = res.trajectory["train_loss"]
     assert loss[-1] < 0.5 * loss[0], loss
     assert res.metrics["train_error"] <= 0.1
+
+
+@pytest.mark.parametrize("backend", ["gram", "weights"])
+def test_rho_is_ignored_unless_an_optimizer_is_sam(backend):
+    base = tiny(backend=backend, unlearn_method="neggrad", unlearn_optimizer="gd")
+    plain, with_rho = simulate([base, base.replace(rho=0.4)])
+    assert_results_close(plain, with_rho, atol=0.0)
+    unlearn_sam = simulate([base.replace(rho=0.4, unlearn_optimizer="sam")])[0]
+    assert unlearn_sam.metrics["pretrain_train_loss"] == plain.metrics["pretrain_train_loss"]  # same pretraining
+    assert unlearn_sam.metrics["train_loss"] != plain.metrics["train_loss"]

@@ -132,6 +132,9 @@ class GramBackend:
         if projected:
             cov = cov - e1[:, :, None] * e1[:, None, :]
         cov = (sigma_p**2)[:, None, None] * 0.5 * (cov + cov.transpose(1, 2))
+        # finite weights can still overflow their Gram; such configurations get NaN outputs, not a failed batch
+        finite = torch.isfinite(cov).all(dim=2).all(dim=1)
+        cov = torch.where(finite[:, None, None], cov, 0.0)
         evals, evecs = torch.linalg.eigh(cov)
         root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # cov = root root^T
         normals = torch.stack([torch.as_tensor(dr.normals, dtype=root.dtype, device=root.device) for dr in draws])  # (C, T, Pn, 2m)
@@ -141,7 +144,8 @@ class GramBackend:
         T = z_noise.shape[1]
         z_signal = z_signal.view(C, T, 2, m).permute(0, 2, 3, 1)  # (C, 2, m, T)
         z_noise = z_noise.view(C, T, -1, 2, m).permute(0, 3, 4, 1, 2)  # (C, 2, m, T, Pn)
-        return network_output(act, z_signal, z_noise, noise_multiplicity)
+        out = network_output(act, z_signal, z_noise, noise_multiplicity)
+        return torch.where(finite[:, None], out, float("nan"))
 
 
 class WeightsBackend:
@@ -267,6 +271,6 @@ def bytes_per_config(cfg, backend: str) -> float:
         train = item * (2 * K * K + 8 * m2 * K + 10 * m2 * patches) + 8 * (k * k * 3)
         test = item * cfg.n_test * (ps + 2) * m2 * 3
     else:
-        train = item * (patches * cfg.d * 2 + m2 * cfg.d * 8 + 10 * m2 * patches)
+        train = item * (patches * cfg.d * 2 + m2 * cfg.d * 8 + 10 * m2 * patches + patches * patches)
         test = item * min(cfg.n_test, 2048) * (ps + 1) * cfg.d
     return float(train + test) * 1.5

@@ -26,7 +26,7 @@ from .unlearning import METHODS
 
 # fields that may differ inside one batch (per-configuration tensors); all others must agree
 PER_CONFIG_FIELDS = ("signal_strength", "sigma_p", "sigma_0", "label_flip", "lr", "rho", "sam_lambda", "sam_sign",
-                     "alpha", "unlearn_lr", "seed", "log_points")
+                     "alpha", "unlearn_lr", "seed")
 
 
 def group_key(cfg: SimConfig) -> tuple:
@@ -193,8 +193,7 @@ class GroupRun:
     # ------------------------------------------------------------------ helpers used by methods
     def param(self, name: str) -> torch.Tensor:
         if name == "q_value":
-            return torch.tensor([c.q for c in self.configs], dtype=self.dtype,
-                                device=self.device).view(-1, 1, 1, 1, 1)
+            return torch.tensor([c.q for c in self.configs], dtype=self.dtype, device=self.device)
         return torch.as_tensor(self._np_params[name], dtype=self.dtype, device=self.device)
 
     def _new_tracker(self):
@@ -302,13 +301,16 @@ class GroupRun:
     # ------------------------------------------------------------------ metrics
     def evaluate(self, state, prefix: str = "") -> dict[str, torch.Tensor]:
         cfg, backend = self.cfg, self.backend
+        from .model import network_output
+
+        out = network_output(self.act, *backend.expand(backend.basis_preacts(state)), self.layout.noise_multiplicity)
+        # a run whose state or outputs turned non-finite on its last update has not shown a bad loss yet
+        broken = ~(torch.isfinite(state.flatten(1)).all(dim=1) & torch.isfinite(out).all(dim=1))
+        self.diverged_step = torch.where((self.diverged_step < 0) & broken, self.t, self.diverged_step)
         bad = self.diverged_step >= 0
         if bad.any():
             state = torch.where(bad.view(-1, 1, 1, 1), backend.init_state(), state)
-        preacts = backend.expand(backend.basis_preacts(state))
-        from .model import network_output
-
-        out = network_output(self.act, *preacts, self.layout.noise_multiplicity)
+            out = torch.where(bad[:, None], 0.0, out)
         margin = self.labels * out
         correct = (margin > 0).to(self.dtype)
         nf = self.forget.sum(dim=1).to(self.dtype)
@@ -323,6 +325,9 @@ class GroupRun:
             "forget_flip_acc": forget_flip,
         }
         metrics.update(self._test_error(state))
+        broken = ~torch.isfinite(metrics["test_error"])  # weights too large for their test pre-activations
+        self.diverged_step = torch.where((self.diverged_step < 0) & broken, self.t, self.diverged_step)
+        bad = self.diverged_step >= 0
         nan = torch.tensor(float("nan"), dtype=self.dtype, device=self.device)
         return {prefix + k: torch.where(bad, nan, v) for k, v in metrics.items()}
 
@@ -351,8 +356,10 @@ class GroupRun:
         else:
             out = self.backend.test_outputs(state, self.act, [explicit_test_noise(c) for c in configs], sigma_p,
                                             yhat, self.layout.noise_multiplicity)
-        err = ((y * out) <= 0).to(self.dtype).mean(dim=1)
-        clean = ((yhat * out) <= 0).to(self.dtype).mean(dim=1)
+        valid = torch.isfinite(out).all(dim=1)
+        nan = torch.tensor(float("nan"), dtype=self.dtype, device=self.device)
+        err = torch.where(valid, ((y * out) <= 0).to(self.dtype).mean(dim=1), nan)
+        clean = torch.where(valid, ((yhat * out) <= 0).to(self.dtype).mean(dim=1), nan)
         return {"test_error": err, "test_error_se": torch.sqrt(err * (1 - err) / cfg.n_test),
                 "test_error_clean": clean}
 
@@ -414,15 +421,26 @@ def plan_chunks(configs: list[SimConfig], memory_bytes: float) -> list[list[int]
     for idx in groups.values():
         need = bytes_per_config(configs[idx[0]], configs[idx[0]].backend)
         if need > memory_bytes:
-            raise ConfigError(
-                f"one configuration needs about {need / 2**30:.1f} GiB but the memory budget is "
-                f"{memory_bytes / 2**30:.1f} GiB: use backend=gram, or lower n_test, n or d "
-                f"(or raise --max-memory-gb)")
+            raise ConfigError(memory_refusal(configs[idx[0]], need, memory_bytes))
         per = max(1, int(memory_bytes // need))
         # gram: keep configurations of equal d together so data caches are reused
         idx = sorted(idx, key=lambda i: (configs[i].d, configs[i].seed))
         chunks += [idx[s:s + per] for s in range(0, len(idx), per)]
     return chunks
+
+
+def human_bytes(x: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if x >= size:
+            return f"{x / size:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def memory_refusal(cfg: SimConfig, need: float, budget: float) -> str:
+    fixes = "lower n_test or n" if cfg.backend == "gram" else "use backend=gram, or lower n_test, n or d"
+    return (f"one configuration (backend={cfg.backend}, n={cfg.n}, d={cfg.d}, m={cfg.m}, n_test={cfg.n_test}) needs "
+            f"about {human_bytes(need)} but the memory budget is {human_bytes(budget)}: {fixes}, or raise "
+            f"--max-memory-gb")
 
 
 def simulate(configs: list[SimConfig], device: str = "cpu", save_coefficients: bool = False,

@@ -19,17 +19,23 @@ class Activation:
     """``relu``: sigma(z) = max(0, z); ``polyrelu``: sigma(z) = max(0, z)^q (Cao et al.)."""
 
     name: str
-    q: torch.Tensor | float = 1.0  # per configuration, shape (C, 1, 1, 1, 1) for polyrelu
+    q: torch.Tensor | float = 1.0  # per configuration, shape (C,) for polyrelu
+
+    def _q(self, z: torch.Tensor):
+        if isinstance(self.q, torch.Tensor):
+            return self.q.view(-1, *([1] * (z.dim() - 1)))
+        return self.q
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
         if self.name == "relu":
             return torch.relu(z)
-        return torch.relu(z) ** self.q
+        return torch.relu(z) ** self._q(z)
 
     def derivative(self, z: torch.Tensor) -> torch.Tensor:
         if self.name == "relu":
             return (z > 0).to(z.dtype)
-        return self.q * torch.relu(z) ** (self.q - 1)
+        q = self._q(z)
+        return q * torch.relu(z) ** (q - 1)
 
 
 class SignalOnBasis(NamedTuple):

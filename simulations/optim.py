@@ -1,7 +1,7 @@
 """One optimizer step over a batch of configurations, written once for both backends (spec §3).
 
-The simulator's SAM is a functional step over stacked filters; ``tests/test_sam.py`` checks it against the closed
-form on a quadratic and against ``rho = 0`` ≡ GD.
+The simulator's SAM is a functional step over stacked filters; ``tests/test_sam.py`` checks it against a
+hand-written autograd SAM step on the same network (plain, max, lambda, adaptive) and ``rho = 0`` ≡ GD.
 
     GD/SGD:   W ← W − η ∇L_I(W)
     SAM:      ε = ρ ∇L_I(W) / ||∇L_I(W)||_F      (Frobenius norm over all 2m filters of one configuration)

@@ -99,8 +99,9 @@ class ResultStore:
             dtype = np.int64 if key == "forget_indices" else np.float32
             fill = -1 if dtype is np.int64 else np.nan
             stacked = np.full((len(values), longest, *tail), fill, dtype=dtype)
-            for i, v in enumerate(values):
-                stacked[i, : v.shape[0]] = v
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's inf/NaN stay inf/NaN
+                for i, v in enumerate(values):
+                    stacked[i, : v.shape[0]] = v
             arrays[key] = stacked
             arrays[key + "__length"] = np.array([v.shape[0] for v in values])
         buf = io.BytesIO()

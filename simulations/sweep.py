@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, SimConfig, coerce_values
-from .engine import bytes_per_config, check_device
+from .engine import bytes_per_config, check_device, human_bytes, memory_refusal, plan_chunks
 from .executors import make_executor
 from .provenance import atomic_write_json, ensure_writable_dir, provenance
 from .store import ResultStore, remove_stale_temporaries, write_csv
@@ -66,14 +66,12 @@ def check_memory(grid: dict[str, list[Any]], sample: SimConfig, budget: float) -
     need = runs * per_run
     if need > budget:
         raise ConfigError(
-            f"the grid has {runs:,} runs and needs about {need / 2**30:.1f} GiB of memory just for their results "
-            f"(budget {budget / 2**30:.1f} GiB): split it into several sweeps (fewer values on one --grid axis), "
+            f"the grid has {runs:,} runs and needs about {human_bytes(need)} of memory just for their results "
+            f"(budget {human_bytes(budget)}): split it into several sweeps (fewer values on one --grid axis), "
             f"lower log_points, or raise --max-memory-gb")
     compute = bytes_per_config(sample, sample.backend)
     if compute > budget:
-        raise ConfigError(
-            f"one configuration needs about {compute / 2**30:.1f} GiB (budget {budget / 2**30:.1f} GiB): "
-            f"use backend=gram, or lower n_test, n or d, or raise --max-memory-gb")
+        raise ConfigError(memory_refusal(sample, compute, budget))
 
 
 def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], out: Path, *, executor: str = "inprocess",
@@ -89,6 +87,7 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], out: Path, *, ex
     first = expand_grid(base, {k: v[:1] for k, v in grid.items()})[0]
     check_memory(grid, first, budget)
     configs = expand_grid(base, grid)
+    plan_chunks(configs, budget)  # refuses any cell that cannot fit, before anything is written
     out = ensure_writable_dir(Path(out))
     cache_dir = ensure_writable_dir(Path(cache) if cache else out / "cache")
     remove_stale_temporaries(cache_dir)
@@ -130,8 +129,6 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], out: Path, *, ex
 
 def _units(configs: list[SimConfig], chunk_runs: int, budget: float) -> list[list[SimConfig]]:
     """Split pending runs into work units of compatible configurations (one tensor batch or a few)."""
-    from .engine import plan_chunks
-
     units = []
     for chunk in plan_chunks(configs, budget):
         for s in range(0, len(chunk), chunk_runs):

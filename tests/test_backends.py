@@ -120,3 +120,20 @@ def test_monte_carlo_test_error_matches_explicit_test_samples(projected, shared)
         se = np.sqrt((pw * (1 - pw) + pg * (1 - pg)) / cfg_w.n_test)
         assert abs(pw - pg) <= 4 * se + 1e-12, (key, pw, pg, se)
     assert 0.01 < float(met_w["test_error_clean"][0]) < 0.45  # not a trivial comparison
+
+
+def _resident_bytes(backend) -> int:
+    return sum(t.numel() * t.element_size() for t in vars(backend).values() if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.parametrize("backend", [
+    "gram",
+    "weights",
+])
+def test_memory_estimate_covers_the_backend_tensors(backend):
+    """The planner's per-configuration estimate is at least what the backend itself keeps resident."""
+    from simulations.backends import bytes_per_config
+
+    cfg = tiny(backend=backend, n=400, d=10, m=3, n_test=100)
+    run = GroupRun([cfg])
+    assert bytes_per_config(cfg, backend) >= _resident_bytes(run.backend)

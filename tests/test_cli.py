@@ -125,10 +125,9 @@ def test_refused_sweep_through_the_api_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sweep.check_memory only sizes the grid's first cell; a later cell that "
-                   "cannot fit is refused by engine.plan_chunks inside run_sweep *after* manifest.json was "
-                   "overwritten with the refused grid")
 def test_memory_refusal_of_a_later_cell_happens_before_anything_is_written(finished_sweep):
+    """Regression: only the grid's first cell used to be sized up front, so a later cell that cannot fit was
+    refused after manifest.json had been overwritten."""
     before = _snapshot(finished_sweep)
     base = {"backend": "weights", "n": 10, "m": 3, "steps": 5, "n_test": 100}
     with pytest.raises(ConfigError, match="--max-memory-gb"):
@@ -136,10 +135,9 @@ def test_memory_refusal_of_a_later_cell_happens_before_anything_is_written(finis
     assert _snapshot(finished_sweep) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the memory refusal prints sizes with one decimal in GiB, so a small "
-                   "budget reads 'needs about 0.0 GiB (budget 0.0 GiB)', and it advises backend=gram to a config "
-                   "that already uses it")
 def test_memory_refusal_message_is_consistent(tmp_path, capsys):
+    """Regression: a small budget used to read 'needs about 0.0 GiB (budget 0.0 GiB): use backend=gram' for a
+    configuration already on the gram backend."""
     msg = _refused(capsys, ["sweep", *SMALL, "--no-preset-grid", "--max-memory-gb", "0.0001",
                             "--out", str(tmp_path / "x")], "--max-memory-gb")
     assert "0.0 GiB (budget 0.0 GiB)" not in msg

@@ -51,16 +51,18 @@ def test_noise_projection_reaches_the_trained_model():
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.3])
 def test_label_flip_rate(p):
-    n = 20_000
-    run = GroupRun([tiny(backend="weights", n=n, d=2, m=1, label_flip=p, forget_size=0)])
-    flipped = (run.labels[0] != run.yhat[0]).double()
-    assert torch.equal(flipped.bool(), run.flipped[0])
-    rate = float(flipped.mean())
-    sd = np.sqrt(max(p * (1 - p), 1e-12) / n)
+    """Observed labels of the simulator's runs are flipped at rate p (100 seeds x 200 samples)."""
+    configs = [tiny(n=200, d=2, m=1, label_flip=p, forget_size=0, seed=s) for s in range(100)]
+    run = GroupRun(configs)
+    flipped = run.labels != run.yhat
+    assert torch.equal(flipped, run.flipped)
+    total = flipped.numel()
+    rate = float(flipped.double().mean())
+    sd = np.sqrt(max(p * (1 - p), 1e-12) / total)
     assert abs(rate - p) <= 4 * sd + 1e-12
     # true labels are Rademacher
-    assert abs(float((run.yhat[0] > 0).double().mean()) - 0.5) <= 4 * np.sqrt(0.25 / n)
-    assert set(np.unique(run.yhat[0].numpy())) == {-1.0, 1.0}
+    assert abs(float((run.yhat > 0).double().mean()) - 0.5) <= 4 * np.sqrt(0.25 / total)
+    assert set(np.unique(run.yhat.numpy())) == {-1.0, 1.0}
 
 
 def test_standard_and_explicit_data_share_labels():

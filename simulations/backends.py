@@ -73,7 +73,7 @@ class GramBackend:
 
     def basis_preacts(self, state: torch.Tensor) -> torch.Tensor:
         C, _, m, K = self.shape
-        return self.H + torch.bmm(state.reshape(C, 2 * m, K), self.G).view(self.shape)
+        return torch.baddbmm(self.H.view(C, 2 * m, K), state.reshape(C, 2 * m, K), self.G).view(self.shape)
 
     def lin(self, direction: torch.Tensor) -> torch.Tensor:
         C, _, m, K = self.shape
@@ -98,10 +98,10 @@ class GramBackend:
         lin = self.lin(grad)
         return lin, (grad * lin).sum(dim=(1, 2, 3))
 
-    def apply(self, state: torch.Tensor, step_coef, coordinate_mask=None):
-        """``state + direction(step_coef)``; returns (new state, change of the basis coefficients)."""
+    def descend(self, state: torch.Tensor, step_coef, coordinate_mask=None):
+        """``state - direction(step_coef)``; returns (new state, change of the basis coefficients)."""
         step = self.direction(step_coef)
-        return state + step, step
+        return state - step, step.neg_()
 
     # ---------------------------------------------------------------- readouts
     def signal_norm_sq(self) -> torch.Tensor:
@@ -136,15 +136,27 @@ class GramBackend:
         finite = torch.isfinite(cov).all(dim=2).all(dim=1)
         cov = torch.where(finite[:, None, None], cov, 0.0)
         evals, evecs = torch.linalg.eigh(cov)
-        root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # cov = root root^T
-        normals = torch.stack([torch.as_tensor(dr.normals, dtype=root.dtype, device=root.device) for dr in draws])  # (C, T, Pn, 2m)
-        yhat = torch.stack([torch.as_tensor(dr.yhat, dtype=root.dtype, device=root.device) for dr in draws])  # (C, T)
-        z_noise = torch.einsum("ctpk,cfk->ctpf", normals, root)  # (C, T, Pn, 2m)
-        z_signal = (signal[:, None, None] * e1[:, None, :]) * yhat[:, :, None]  # (C, T, 2m): <w, yhat mu>
-        T = z_noise.shape[1]
-        z_signal = z_signal.view(C, T, 2, m).permute(0, 2, 3, 1)  # (C, 2, m, T)
-        z_noise = z_noise.view(C, T, -1, 2, m).permute(0, 3, 4, 1, 2)  # (C, 2, m, T, Pn)
-        out = network_output(act, z_signal, z_noise, noise_multiplicity)
+        root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # cov = root root^T, (C, 2m, 2m)
+        readout = root.new_tensor([1.0 / m] * m + [-1.0 / m] * m)  # f = sum_f readout_f sigma(z_f)
+        act_c = act
+        # signal patch: <w_f, yhat mu> = yhat * signal * e1_f, so only two values per configuration
+        a = signal[:, None] * e1
+        plus = act_c.value(a) @ readout  # (C,)
+        minus = act_c.value(-a) @ readout
+        out = root.new_empty(C, draws[0].yhat.shape[0])
+        groups: dict[int, list[int]] = {}
+        for c, dr in enumerate(draws):  # configurations sharing a seed share their standard normals
+            groups.setdefault(id(dr), []).append(c)
+        for idx in groups.values():
+            dr = draws[idx[0]]
+            normals = torch.as_tensor(dr.normals, dtype=root.dtype, device=root.device)  # (T, Pn, 2m)
+            yhat = torch.as_tensor(dr.yhat, dtype=root.dtype, device=root.device)
+            T, Pn, _ = normals.shape
+            sel = torch.as_tensor(idx, device=root.device)
+            z = torch.matmul(normals.reshape(1, T * Pn, 2 * m), root[sel].transpose(1, 2))  # (Cg, T Pn, 2m)
+            noise = (act_c.select(sel).value(z) @ readout).view(len(idx), T, Pn).sum(dim=-1) * noise_multiplicity
+            positive = (yhat + 1) * 0.5
+            out[sel] = minus[sel, None] + positive[None, :] * (plus - minus)[sel, None] + noise
         return torch.where(finite[:, None], out, float("nan"))
 
 
@@ -217,15 +229,15 @@ class WeightsBackend:
         lin = torch.bmm(flat, self.patch_gram)
         return self._patch_view(lin), (flat * lin).sum(dim=(1, 2))
 
-    def apply(self, state: torch.Tensor, step_coef, coordinate_mask=None):
-        """``W + step`` with the step's matmul fused into the addition; the basis change is tracked separately
+    def descend(self, state: torch.Tensor, step_coef, coordinate_mask=None):
+        """``W - step`` with the step's matmul fused into the subtraction; the basis change is tracked separately
         (None when a per-coordinate mask takes the update out of span B)."""
         C, _, m, d = self.shape
         flat = self.layout.join(step_coef).reshape(C, 2 * m, -1)
         if coordinate_mask is not None:
-            return state + torch.bmm(flat, self.X).view(self.shape) * coordinate_mask, None
-        new = torch.baddbmm(state.reshape(C, 2 * m, d), flat, self.X).view(self.shape)
-        return new, self.layout.collect(step_coef)
+            return state - torch.bmm(flat, self.X).view(self.shape) * coordinate_mask, None
+        new = torch.baddbmm(state.reshape(C, 2 * m, d), flat, self.X, alpha=-1).view(self.shape)
+        return new, self.layout.collect(step_coef).neg_()
 
     # ---------------------------------------------------------------- readouts
     def signal_norm_sq(self) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -95,12 +94,16 @@ class SimConfig:
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_NAMES}
 
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in FIELD_NAMES)
+
     @property
     def hash(self) -> str:
         """Stable 16-hex-digit hash of every field (and the schema version): names the cached result."""
         cached = self.__dict__.get("_hash")
         if cached is None:
-            payload = json.dumps({"schema": SCHEMA_VERSION, **_canonical(self.to_dict())}, sort_keys=True)
+            values = [float(v) if k in _FLOAT_FIELDS else v for k, v in zip(FIELD_NAMES, self.values())]
+            payload = f"{SCHEMA_VERSION}|{FIELD_NAMES}|{values}"
             cached = hashlib.sha256(payload.encode()).hexdigest()[:16]
             object.__setattr__(self, "_hash", cached)
         return cached
@@ -123,50 +126,47 @@ class SimConfig:
         return self.unlearn_method != "none"
 
 
-def _canonical(d: dict[str, Any]) -> dict[str, Any]:
-    # floats hashed by repr of float so 1 and 1.0 agree
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, bool):
-            out[k] = v
-        elif isinstance(v, (int, float)) and FIELD_TYPES[k] is float:
-            out[k] = float(v)
-        else:
-            out[k] = v
-    return out
-
-
 FIELD_TYPES: dict[str, type] = {
     f.name: {"int": int, "float": float, "bool": bool, "str": str}[f.type] for f in fields(SimConfig)
 }
 FIELD_NAMES: tuple[str, ...] = tuple(FIELD_TYPES)
+_FLOAT_FIELDS = frozenset(k for k, t in FIELD_TYPES.items() if t is float)
+
+
+_POSITIVE_INTS = frozenset(("n", "d", "P", "m", "n_test", "log_points"))
+_NON_NEGATIVE = frozenset(("steps", "unlearn_steps", "batch_size", "forget_size", "seed", "signal_strength",
+                           "sigma_p", "sigma_0", "lr", "rho", "unlearn_lr", "sam_lambda"))
+_VALID_FIELD_VALUES: set[tuple] = set()  # (name, type, value) already checked: sweeps build many configurations
+
+
+def _validate_field(name: str, typ: type, value: Any) -> None:
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: expected {typ.__name__}")
+    if typ is float and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r}: must be a finite number")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{name}={value!r}: choose one of {', '.join(CHOICES[name])}")
+    if name in _POSITIVE_INTS and value < 1:
+        raise ConfigError(f"{name}={value}: must be a positive integer")
+    if name in _NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{name}={value}: must be >= 0 (negative values have no meaning here)")
 
 
 def validate(cfg: SimConfig) -> None:
     """Raise :class:`ConfigError` with one clear message for the first invalid field."""
+    seen = _VALID_FIELD_VALUES
     for name, typ in FIELD_TYPES.items():
         value = getattr(cfg, name)
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"{name}={value!r}: expected {typ.__name__}")
-        if typ is float and not math.isfinite(value):
-            raise ConfigError(f"{name}={value!r}: must be a finite number")
-        if name in CHOICES and value not in CHOICES[name]:
-            raise ConfigError(f"{name}={value!r}: choose one of {', '.join(CHOICES[name])}")
-    positive_ints = ("n", "d", "P", "m", "n_test", "log_points")
-    for name in positive_ints:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name}={getattr(cfg, name)}: must be a positive integer")
+        key = (name, type(value), value)
+        if key not in seen:
+            _validate_field(name, typ, value)
+            if len(seen) < 1_000_000:
+                seen.add(key)
     if cfg.P < 2:
         raise ConfigError(f"P={cfg.P}: a sample needs one signal patch and at least one noise patch (P >= 2)")
-    for name in ("steps", "unlearn_steps", "batch_size", "forget_size", "seed"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name}={getattr(cfg, name)}: must be >= 0")
-    for name in ("signal_strength", "sigma_p", "sigma_0", "lr", "rho", "unlearn_lr", "sam_lambda"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name}={getattr(cfg, name)}: must be >= 0 (negative values have no meaning here)")
     if cfg.sigma_p == 0:
         raise ConfigError("sigma_p=0: the noise must have positive scale")
     if not 0 <= cfg.label_flip < 0.5:

@@ -17,16 +17,24 @@ EXECUTORS = ("inprocess", "pool", "submitit")
 
 
 def run_unit(configs: list[dict], device: str = "cpu", save_coefficients: bool = False,
-             memory_bytes: float = 2 * 2**30, threads: int | None = None):
-    """Run a list of configurations (given as dicts, so the call pickles small) and return their results."""
+             memory_bytes: float = 2 * 2**30, threads: int | None = None, store: str | None = None):
+    """Run a list of configurations (given as dicts, so the call pickles small).
+
+    With ``store`` (a cache folder) the worker writes its own chunk there and returns only the result rows, so
+    the writing happens in parallel and little travels back; without it, the RunResults come back."""
     import torch
 
     from .engine import simulate
 
     if threads:
         torch.set_num_threads(threads)
-    return simulate([SimConfig(**c) for c in configs], device=device, save_coefficients=save_coefficients,
-                    memory_bytes=memory_bytes)
+    results = simulate([SimConfig(**c) for c in configs], device=device, save_coefficients=save_coefficients,
+                       memory_bytes=memory_bytes)
+    if store is None:
+        return results
+    from .store import ResultStore
+
+    return ResultStore(Path(store)).write(results)
 
 
 class InProcess:

@@ -21,6 +21,12 @@ class Activation:
     name: str
     q: torch.Tensor | float = 1.0  # per configuration, shape (C,) for polyrelu
 
+    def select(self, index: torch.Tensor) -> "Activation":
+        """The activation of a subset of configurations (polyrelu carries one q per configuration)."""
+        if isinstance(self.q, torch.Tensor):
+            return Activation(self.name, self.q[index])
+        return self
+
     def _q(self, z: torch.Tensor):
         if isinstance(self.q, torch.Tensor):
             return self.q.view(-1, *([1] * (z.dim() - 1)))
@@ -33,7 +39,7 @@ class Activation:
 
     def derivative(self, z: torch.Tensor) -> torch.Tensor:
         if self.name == "relu":
-            return (z > 0).to(z.dtype)
+            return torch.relu(z).sign_()  # 1(z > 0); several times faster than a comparison mask on CPU
         q = self._q(z)
         return q * torch.relu(z) ** (q - 1)
 
@@ -53,18 +59,20 @@ def _signal_sum(act: Activation, signal_pre) -> torch.Tensor:
     if isinstance(signal_pre, SignalOnBasis):
         plus = act.value(signal_pre.value).sum(dim=2)[..., None]
         minus = act.value(-signal_pre.value).sum(dim=2)[..., None]
-        return torch.where(signal_pre.yhat[:, None, :] > 0, plus, minus)
+        positive = (signal_pre.yhat[:, None, :] + 1) * 0.5  # 1 where yhat = +1, 0 where yhat = -1
+        return minus + positive * (plus - minus)
     return act.value(signal_pre).sum(dim=2)
 
 
 def network_output(act: Activation, signal_pre: torch.Tensor, noise_pre: torch.Tensor,
-                   noise_multiplicity: float = 1.0) -> torch.Tensor:
+                   noise_multiplicity: float = 1.0, noise_values: torch.Tensor | None = None) -> torch.Tensor:
     """``f(W, x_i) = (1/m) sum_{r,p} [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]`` → (C, n).
 
     ``signal_pre`` (C, 2, m, n) holds the signal patch, ``noise_pre`` (C, 2, m, n, P_n) the stored noise patches;
     ``noise_multiplicity`` weights them (P-1 when a sample's noise patches are one shared vector stored once)."""
     m = noise_pre.shape[2]
-    noise = act.value(noise_pre).sum(dim=(2, 4))  # (C, 2, n)
+    noise_values = act.value(noise_pre) if noise_values is None else noise_values
+    noise = noise_values.sum(dim=(2, 4))  # (C, 2, n)
     per_set = _signal_sum(act, signal_pre) + (noise if noise_multiplicity == 1.0 else noise_multiplicity * noise)
     return (per_set[:, 0] - per_set[:, 1]) / m
 
@@ -80,7 +88,8 @@ def logistic_derivative(margin: torch.Tensor) -> torch.Tensor:
 
 
 def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise_pre: torch.Tensor,
-                                labels: torch.Tensor, sample_weights: torch.Tensor, noise_multiplicity: float = 1.0):
+                                labels: torch.Tensor, sample_weights: torch.Tensor, noise_multiplicity: float = 1.0,
+                                coef_scale: torch.Tensor | None = None):
     """Weighted logistic loss ``L = sum_i a_i l(y_i f(x_i))`` and its gradient factors per filter and patch.
 
     The gradient (spec §2, [derived]) is ``dL/dw_{j,r} = sum_{i,p} coef[j,r,i,p] x_i^{(p)}`` with
@@ -89,30 +98,30 @@ def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise
     random labels) is such a weighted sum with per-sample weights ``a`` and labels ``y``.
 
     Returns ``(loss (C,), per-sample loss (C, n), output f (C, n), (coef_signal, coef_noise))`` with the shapes
-    of the two pre-activation tensors.
+    of the two pre-activation tensors; ``coef_scale`` (C,) multiplies the coefficients (a learning rate folded in
+    where it is cheapest).
     """
-    out = network_output(act, signal_pre, noise_pre, noise_multiplicity)
+    noise_values = act.value(noise_pre)
+    out = network_output(act, signal_pre, noise_pre, noise_multiplicity, noise_values)
     margin = labels * out
     per_sample = logistic_loss(margin)
     loss = (sample_weights * per_sample).sum(dim=1)
     m = noise_pre.shape[2]
     factor = sample_weights * logistic_derivative(margin) * labels / m  # (C, n)
+    if coef_scale is not None:
+        factor = factor * coef_scale[:, None]
     sign_j = noise_pre.new_tensor(SIGN_J).view(1, 2, 1, 1)
     f_signal = factor[:, None, None, :] * sign_j  # (C, 2, 1, n)
     f_noise = (f_signal if noise_multiplicity == 1.0 else noise_multiplicity * f_signal)[..., None]
-    if act.name == "relu":
-        coef_noise = torch.where(noise_pre > 0, f_noise, 0.0)
-    else:
-        coef_noise = act.derivative(noise_pre) * f_noise
+    derivative = noise_values.sign_() if act.name == "relu" else act.derivative(noise_pre)  # relu: reuse values
+    coef_noise = derivative * f_noise
     if isinstance(signal_pre, SignalOnBasis):
         # basis-level coefficient: sum_i coef[j,r,i] yhat_i = j [s'(a) sum_{yhat=+1} factor - s'(-a) sum_{yhat=-1} factor]
-        positive = signal_pre.yhat > 0
-        f_plus = torch.where(positive, factor, 0.0).sum(dim=1)[:, None, None]
-        f_minus = torch.where(positive, 0.0, factor).sum(dim=1)[:, None, None]
+        positive = (signal_pre.yhat + 1) * 0.5
+        f_plus = (factor * positive).sum(dim=1)[:, None, None]
+        f_minus = factor.sum(dim=1)[:, None, None] - f_plus
         a = signal_pre.value
         coef_signal = sign_j[..., 0] * (act.derivative(a) * f_plus - act.derivative(-a) * f_minus)  # (C, 2, m)
-    elif act.name == "relu":
-        coef_signal = torch.where(signal_pre > 0, f_signal, 0.0)
     else:
         coef_signal = act.derivative(signal_pre) * f_signal
     return loss, per_sample, out, (coef_signal, coef_noise)

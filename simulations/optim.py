@@ -46,7 +46,11 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
     mult = backend.layout.noise_multiplicity
     basis = backend.basis_preacts(state)
     preacts = backend.expand(basis)
-    loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, *preacts, labels, sample_weights, mult)
+    # the learning rate is folded into the gradient factors (SAM's perturbation is scale-free) unless a zero rate
+    # would erase the direction SAM needs
+    scale = lr if bool((lr > 0).all()) else None
+    loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, *preacts, labels, sample_weights, mult,
+                                                                  coef_scale=scale)
     perturbed = preacts
     if bool((rho > 0).any()):
         if adaptive:
@@ -61,12 +65,14 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
             factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
             lin_eps = _per_config(factor, lin_grad) * lin_grad
         perturbed = backend.expand(basis + lin_eps)
-        _, _, _, coef_eps = loss_and_patch_coefficients(act, *perturbed, labels, sample_weights, mult)
+        _, _, _, coef_eps = loss_and_patch_coefficients(act, *perturbed, labels, sample_weights, mult,
+                                                        coef_scale=scale)
         mix = torch.ones_like(rho) if mix is None else mix
         coef = tuple(a + _per_config(mix, a) * (b - a) for a, b in zip(coef, coef_eps))
     if filter_mask is not None:
         signal_mask = filter_mask if coef[0].dim() == 3 else filter_mask[..., None]
         coef = (coef[0] * signal_mask, coef[1] * filter_mask[..., None, None])
-    step = tuple(c * _per_config(-lr, c) for c in coef)
-    new_state, basis_step = backend.apply(state, step, coordinate_mask)
+    if scale is None:
+        coef = tuple(c * _per_config(lr, c) for c in coef)
+    new_state, basis_step = backend.descend(state, coef, coordinate_mask)
     return new_state, StepInfo(loss, per_sample, outputs, perturbed, basis_step)

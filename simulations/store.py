@@ -64,6 +64,8 @@ class ResultStore:
     def trajectory(self, config_hash: str) -> dict[str, np.ndarray]:
         """Per-run trajectory arrays (``step``, ``train_loss``, ``signal_coef_max``, ...; full ``kappa``,
         ``zeta_bar``, ``zeta`` when the sweep saved coefficients)."""
+        if getattr(self, "_stale", False):
+            self._rows, self._stale = None, False
         self._load()
         if config_hash not in self._chunk_of:
             raise KeyError(f"no result for config hash {config_hash}")
@@ -80,10 +82,11 @@ class ResultStore:
             return out
 
     # ------------------------------------------------------------------ writing
-    def write(self, results: Iterable[RunResult]) -> None:
+    def write(self, results: Iterable[RunResult]) -> list[dict]:
+        """Write one chunk (npz, then json) and return its rows."""
         results = list(results)
         if not results:
-            return
+            return []
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"chunk-{uuid.uuid4().hex[:12]}"
         arrays: dict[str, np.ndarray] = {"hashes": np.array([r.config.hash for r in results])}
@@ -105,14 +108,24 @@ class ResultStore:
             arrays[key] = stacked
             arrays[key + "__length"] = np.array([v.shape[0] for v in values])
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez(buf, **arrays)  # float trajectories barely compress; zlib would cost more than the runs
         atomic_write_bytes(self.folder / f"{stem}.npz", buf.getvalue())
         rows = [result_row(r) for r in results]
         atomic_write_bytes(self.folder / f"{stem}.json", json.dumps(rows, default=_plain).encode())
+        if self._rows is not None:
+            self.add_rows(rows, stem)
+        return rows
+
+    def add_rows(self, rows: list[dict], stem: str | None = None) -> None:
+        """Record rows that a worker wrote to this folder (its chunk file is found again on demand)."""
         loaded = self._load()
         for row in rows:
             loaded[row["hash"]] = row
-            self._chunk_of[row["hash"]] = stem
+            if stem is not None:
+                self._chunk_of[row["hash"]] = stem
+            else:
+                self._chunk_of.pop(row["hash"], None)
+                self._stale = True
 
 
 def _plain(x):
@@ -127,10 +140,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
     buf = io.StringIO()
     extra = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
-    writer = csv.DictWriter(buf, fieldnames=[*CSV_COLUMNS, *extra], extrasaction="ignore", restval="")
-    writer.writeheader()
+    columns = [*CSV_COLUMNS, *extra]
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    nan = float("nan")
     for row in rows:
-        writer.writerow({k: ("nan" if isinstance(v, float) and v != v else v) for k, v in row.items()})
+        writer.writerow(["nan" if (v := row.get(k, "")) is nan or (isinstance(v, float) and v != v) else v
+                         for k in columns])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 

@@ -87,10 +87,8 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], out: Path, *, ex
     first = expand_grid(base, {k: v[:1] for k, v in grid.items()})[0]
     check_memory(grid, first, budget)
     configs = expand_grid(base, grid)
-    plan_chunks(configs, budget)  # refuses any cell that cannot fit, before anything is written
-    out = ensure_writable_dir(Path(out))
-    cache_dir = ensure_writable_dir(Path(cache) if cache else out / "cache")
-    remove_stale_temporaries(cache_dir)
+    out = Path(out)
+    cache_dir = Path(cache) if cache else out / "cache"
     store = ResultStore(cache_dir)
     done = store.done()
     seen: set[str] = set()
@@ -100,24 +98,27 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], out: Path, *, ex
         if h not in done and h not in seen:
             todo.append(c)
             seen.add(h)
+    units = _units(todo, chunk_runs, budget)  # refuses any cell that cannot fit, before anything is written
+    ensure_writable_dir(out)
+    ensure_writable_dir(cache_dir)
+    remove_stale_temporaries(cache_dir)
     atomic_write_json(out / "manifest.json", {
-        "base": base, "grid": grid, "runs": len(configs), "executor": executor, "device": device,
-        "provenance": provenance(device)})
+        "base": base, "grid": {k: [list(v) if isinstance(v, tuple) else v for v in vs] for k, vs in grid.items()},
+        "runs": len(configs), "executor": executor, "device": device, "provenance": provenance(device)})
     if progress is None:
         progress = sys.stderr.isatty()
     runner = make_executor(executor, workers=workers, folder=out / "submitit", options=executor_options or {})
-    units = _units(todo, chunk_runs, budget)
     bar = None
     if progress and todo:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="run", desc="sweep", dynamic_ncols=True)
     try:
-        for results in runner.run(units, device=device, save_coefficients=save_coefficients,
-                                  memory_bytes=budget):
-            store.write(results)
+        for rows in runner.run(units, device=device, save_coefficients=save_coefficients, memory_bytes=budget,
+                               store=str(cache_dir.resolve())):
+            store.add_rows(rows)
             if bar is not None:
-                bar.update(len(results))
+                bar.update(len(rows))
     finally:
         if bar is not None:
             bar.close()

@@ -99,9 +99,15 @@ class GramBackend:
         return lin, (grad * lin).sum(dim=(1, 2, 3))
 
     def descend(self, state: torch.Tensor, step_coef, coordinate_mask=None):
-        """``state - direction(step_coef)``; returns (new state, change of the basis coefficients)."""
-        step = self.direction(step_coef)
-        return state - step, step.neg_()
+        """``state - direction(step_coef)``; returns (new state, None): the tracker follows the state itself."""
+        coef_signal, coef_noise = step_coef
+        new = state.clone()
+        if coef_signal.dim() == 3:
+            new[..., 0] -= coef_signal
+        else:
+            new[..., 0] -= (coef_signal * self.layout.yhat[:, None, None, :]).sum(dim=-1)
+        new[..., 1:] -= coef_noise.flatten(-2)
+        return new, None
 
     # ---------------------------------------------------------------- readouts
     def signal_norm_sq(self) -> torch.Tensor:

@@ -62,14 +62,13 @@ class CoefficientTracker:
 
     def __init__(self, shape, sample_of_noise: torch.Tensor, dtype, device):
         C, _, m, K = shape
-        self.total = torch.zeros(shape, dtype=dtype, device=device)
-        self.positive = torch.zeros((C, 2, m, K - 1), dtype=dtype, device=device)
+        self.total = torch.zeros(shape, dtype=dtype, device=device)  # weights backend: accumulated here
+        self._state: torch.Tensor | None = None  # gram backend: the followed state is the total
+        self.positive = torch.zeros((C, 2, m, K - 1), dtype=dtype, device=device)  # committed zeta_bar part
+        self._anchor = torch.zeros_like(self.positive)  # noise coefficients at the last commit
+        self._labels: torch.Tensor | None = None  # labels of the increments made since then
         self.sample_of_noise = sample_of_noise
         self.valid = True
-        self._labels: torch.Tensor | None = None  # labels of the increments not yet split into zeta_bar / zeta
-        self._since = torch.zeros_like(self.total[..., 1:])
-        self._state: torch.Tensor | None = None  # gram backend: the followed state
-        self._anchor = torch.zeros_like(self._since)
 
     def add(self, basis_step: torch.Tensor | None, labels: torch.Tensor) -> None:
         """Accumulate one step's change of the basis coefficients (None: the step left span B)."""
@@ -78,39 +77,40 @@ class CoefficientTracker:
             return
         self._switch_labels(labels)
         self.total += basis_step
-        self._since += basis_step[..., 1:]
 
     def follow(self, state: torch.Tensor, labels: torch.Tensor) -> None:
         """Gram backend: the state *is* the coefficient vector, so keep a reference instead of accumulating."""
         self._switch_labels(labels)
         self._state = state
 
+    def current(self) -> torch.Tensor:
+        return self.total if self._state is None else self._state
+
+    def _same(self, labels: torch.Tensor) -> torch.Tensor:
+        """(C, 2, 1, N): 1 where noise vector k belongs to a sample whose label is j."""
+        sign_j = labels.new_tensor(SIGN_J).view(1, 2, 1)
+        return (labels[:, None, self.sample_of_noise] == sign_j).to(self.positive.dtype)[:, :, None, :]
+
     def _switch_labels(self, labels: torch.Tensor) -> None:
+        # the split of a noise increment depends only on the label used in its step, so increments made under one
+        # label vector are split together when the labels change (exact, and cheaper than splitting every step)
         if self._labels is not None and labels is not self._labels and not torch.equal(labels, self._labels):
-            self._flush()
+            noise = self.current()[..., 1:]
+            self.positive += (noise - self._anchor) * self._same(self._labels)
+            self._anchor = noise.clone()
         self._labels = labels
 
-    def _flush(self) -> None:
-        # the split of a noise increment depends only on the label used in that step, so increments made under
-        # one label vector are split together (exact, and cheaper than splitting every step)
-        if self._labels is None:
-            return
-        if self._state is not None:
-            self.total = self._state
-            self._since = self._state[..., 1:] - self._anchor
-            self._anchor = self._state[..., 1:].clone()
-        sign_j = self._labels.new_tensor(SIGN_J).view(1, 2, 1)
-        same = (self._labels[:, None, self.sample_of_noise] == sign_j).to(self._since.dtype)  # (C, 2, N)
-        self.positive += self._since * same[:, :, None, :]
-        self._since = torch.zeros_like(self._since)
-
     def coefficients(self, signal_sq: torch.Tensor, noise_sq: torch.Tensor):
-        self._flush()
-        sign_j = self.total.new_tensor(SIGN_J).view(1, 2, 1)
-        kappa = sign_j * self.total[..., 0] * signal_sq[:, None, None]
-        noise_total = self.total[..., 1:] * noise_sq[:, None, None, :]
-        zeta_bar = self.positive * noise_sq[:, None, None, :]
-        zeta = noise_total - zeta_bar
+        """``(kappa (C,2,m), zeta_bar (C,2,m,N), zeta (C,2,m,N))`` now; NaN once an update left span B."""
+        total = self.current()
+        positive = self.positive
+        if self._labels is not None:
+            positive = positive + (total[..., 1:] - self._anchor) * self._same(self._labels)
+        sign_j = total.new_tensor(SIGN_J).view(1, 2, 1)
+        scale = noise_sq[:, None, None, :]
+        kappa = sign_j * total[..., 0] * signal_sq[:, None, None]
+        zeta_bar = positive * scale
+        zeta = total[..., 1:] * scale - zeta_bar
         if not self.valid:
             nan = float("nan")
             return kappa.fill_(nan), zeta_bar.fill_(nan), zeta.fill_(nan)

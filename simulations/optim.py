@@ -27,7 +27,8 @@ class StepInfo:
     per_sample_loss: torch.Tensor  # (C, n)
     outputs: torch.Tensor  # (C, n)
     perturbed_preacts: tuple  # (signal, noise) pre-activations at the (SAM-perturbed) point
-    basis_step: torch.Tensor | None  # (C, 2, m, K) change of the basis coefficients, None if not in span B
+    basis_step: torch.Tensor | None  # weights backend: (C, 2, m, K) change of the basis coefficients, None if the
+    # update left span B (gram backend: None, its state is the coefficient vector)
 
 
 def _per_config(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

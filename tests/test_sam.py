@@ -157,7 +157,8 @@ def test_optimizers_reduce_the_training_loss(optimizer, extra):
 def test_rho_is_ignored_unless_an_optimizer_is_sam(backend):
     base = tiny(backend=backend, unlearn_method="neggrad", unlearn_optimizer="gd")
     plain, with_rho = simulate([base, base.replace(rho=0.4)])
-    assert_results_close(plain, with_rho, atol=0.0)
+    # two slots of one batch may differ in the last bit (vectorised kernels round a tensor's tail differently)
+    assert_results_close(plain, with_rho, atol=1e-12)
     unlearn_sam = simulate([base.replace(rho=0.4, unlearn_optimizer="sam")])[0]
     assert unlearn_sam.metrics["pretrain_train_loss"] == plain.metrics["pretrain_train_loss"]  # same pretraining
     assert unlearn_sam.metrics["train_loss"] != plain.metrics["train_loss"]

@@ -1,7 +1,8 @@
 """The embedded default: the sweeps behind the figures, small enough for a CPU in a few minutes.
 
 Settings follow the simulator's ``quick`` preset (n = 20, P = 2, m = 10, sigma_p = 1, p = 0.1, lr 0.5, 200 full-batch
-steps, SAM rho = 0.3; NegGrad with alpha = 0.5, 50 steps at lr 0.5 on |F| = 2, with the pretraining optimizer).
+steps, SAM rho = 0.3; NegGrad with alpha = 0.5, 50 steps at lr 0.5 on |F| = 10% of n (2 at n = 20), with the
+pretraining optimizer).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ SIGNALS = [round(0.25 * k, 2) for k in range(1, 21)]
 
 SWEEPS: dict[str, dict] = {
     # test error over (signal strength, d) at n = 20
-    "signal_d": {"base": dict(QUICK), "grid": {"signal_strength": SIGNALS, "d": [100, 200, 400, 800, 1600, 3200],
-                                               **OPTIMIZERS, "seed": [0, 1, 2]}},
-    # test error over (signal strength, n) at d = 1600
-    "signal_n": {"base": {**QUICK, "d": 1600}, "grid": {"signal_strength": SIGNALS, "n": [10, 20, 40, 80],
-                                                         **OPTIMIZERS, "seed": [0, 1, 2]}},
+    "signal_d": {"base": dict(QUICK), "grid": {"signal_strength": SIGNALS,
+                                               "d": [100, 200, 400, 800, 1600, 3200, 6400, 12800],
+                                               **OPTIMIZERS, "seed": [0, 1, 2, 3, 4]}},
+    # test error over (signal strength, n) at d = 3200, forgetting 10% of the samples
+    "signal_n": {"base": {**QUICK, "d": 3200}, "grid": {"signal_strength": SIGNALS,
+                                                         "n+forget_size": [(10, 1), (20, 2), (40, 4), (80, 8), (160, 16)],
+                                                         **OPTIMIZERS, "seed": [0, 1, 2, 3, 4]}},
     # coefficient trajectories in a harmful (weak signal) and a benign (strong signal) setting
     "dynamics": {"base": {**QUICK, "log_points": 101, "n_test": 2000},
                  "grid": {"signal_strength": [1.0, 4.0], **OPTIMIZERS, "seed": [0]},

@@ -19,9 +19,10 @@ SWEEPS: dict[str, dict] = {
                                                "d": [100, 200, 400, 800, 1600, 3200, 6400, 12800],
                                                **OPTIMIZERS, "seed": [0, 1, 2, 3, 4]}},
     # test error over (signal strength, n) at d = 3200, forgetting 10% of the samples
-    "signal_n": {"base": {**QUICK, "d": 3200}, "grid": {"signal_strength": SIGNALS,
-                                                         "n+forget_size": [(10, 1), (20, 2), (40, 4), (80, 8), (160, 16)],
-                                                         **OPTIMIZERS, "seed": [0, 1, 2, 3, 4]}},
+    "signal_n": {"base": {**QUICK, "d": 3200},
+                 "grid": {"signal_strength": SIGNALS,
+                          "n+forget_size": [(10, 1), (20, 2), (40, 4), (80, 8), (160, 16)],
+                          **OPTIMIZERS, "seed": [0, 1, 2, 3, 4]}},
     # coefficient trajectories in a harmful (weak signal) and a benign (strong signal) setting
     "dynamics": {"base": {**QUICK, "log_points": 101, "n_test": 2000},
                  "grid": {"signal_strength": [1.0, 4.0], **OPTIMIZERS, "seed": [0]},

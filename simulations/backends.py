@@ -39,7 +39,7 @@ class GramBackend:
     @classmethod
     def build(cls, data: list[StandardData], signal: np.ndarray, sigma_p: np.ndarray, sigma_0: np.ndarray,
               layout: PatchLayout, dtype: torch.dtype, retrain_init: bool = False,
-              device: str | torch.device = "cpu") -> "GramBackend":
+              device: str | torch.device = "cpu") -> GramBackend:
         """Scale unit-Gram data per configuration. ``data[c]`` may be shared between configurations."""
         n_noise, m = data[0].n_noise, data[0].m
         cache: dict[int, np.ndarray] = {}
@@ -63,7 +63,7 @@ class GramBackend:
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
         return cls(layout, t(G), t(H).view(C, 2, m, K), t(Q0), t(init_e1).view(C, 2, m), t(basis_e1))
 
-    def with_init(self, other: "GramBackend") -> "GramBackend":
+    def with_init(self, other: GramBackend) -> GramBackend:
         """Same data, another set of initial filters (for retraining from scratch)."""
         return GramBackend(self.layout, self.G, other.H, other.Q0, other.init_e1, self.basis_e1)
 
@@ -182,7 +182,7 @@ class WeightsBackend:
     @classmethod
     def build(cls, data: list[ExplicitData], signal: np.ndarray, sigma_p: np.ndarray, sigma_0: np.ndarray,
               layout: PatchLayout, dtype: torch.dtype, retrain_init: bool = False,
-              device: str | torch.device = "cpu") -> "WeightsBackend":
+              device: str | torch.device = "cpu") -> WeightsBackend:
         C, n, ps = len(data), layout.n, layout.stored_patches
         d = data[0].noise.shape[1]
         m = data[0].m
@@ -196,7 +196,7 @@ class WeightsBackend:
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
         return cls(layout, t(X).view(C, n * ps, d), t(W0).view(C, 2, m, d), t(signal), t(noise_sq))
 
-    def with_init(self, other: "WeightsBackend") -> "WeightsBackend":
+    def with_init(self, other: WeightsBackend) -> WeightsBackend:
         return other
 
     # ---------------------------------------------------------------- dynamics

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -73,7 +72,8 @@ def bench_grid(device: str, quick: bool, executor: str, workers: int) -> dict:
     return {"grid_runs": int(summary["runs"]), "grid_seconds": seconds, "grid_executor": executor,
             "grid_precision": "float32", "grid_seconds_per_run": seconds / max(1, summary["runs"]),
             "grid_cells": {"signal_strength": cells["signal_strength"].tolist(), "d": cells["d"].tolist(),
-                           "test_error": cells["mean"].round(5).tolist(), "test_error_se": cells["se"].round(5).tolist()},
+                           "test_error": cells["mean"].round(5).tolist(),
+                           "test_error_se": cells["se"].round(5).tolist()},
             "grid_mean_run_test_error_se": float(df["test_error_se"].mean())}
 
 

@@ -108,7 +108,7 @@ class SimConfig:
             object.__setattr__(self, "_hash", cached)
         return cached
 
-    def replace(self, **changes: Any) -> "SimConfig":
+    def replace(self, **changes: Any) -> SimConfig:
         return dataclasses.replace(self, **coerce_values(changes))
 
     # ------------------------------------------------------------------ derived

@@ -18,9 +18,18 @@ import torch
 
 from .backends import GramBackend, WeightsBackend, bytes_per_config
 from .config import FIELD_NAMES, ConfigError, SimConfig
-from .data import (STREAM_BATCH, STREAM_FORGET, data_key, explicit_data, explicit_test_noise, hash_uniform,
-                   standard_data, test_draws, test_key)
-from .model import SIGN_J, Activation, PatchLayout, logistic_loss
+from .data import (
+    STREAM_BATCH,
+    STREAM_FORGET,
+    data_key,
+    explicit_data,
+    explicit_test_noise,
+    hash_uniform,
+    standard_data,
+    test_draws,
+    test_key,
+)
+from .model import SIGN_J, Activation, PatchLayout, logistic_loss, loss_and_patch_coefficients, network_output
 from .optim import sam_step
 from .unlearning import METHODS
 
@@ -236,7 +245,6 @@ class GroupRun:
 
     def gradient(self, state, labels, weights):
         """Direction of ``grad sum_i a_i l(y_i f(x_i))`` in state space."""
-        from .model import loss_and_patch_coefficients
 
         preacts = self.backend.expand(self.backend.basis_preacts(state))
         _, _, _, coef = loss_and_patch_coefficients(self.act, *preacts, labels, weights,
@@ -300,9 +308,7 @@ class GroupRun:
 
     # ------------------------------------------------------------------ metrics
     def evaluate(self, state, prefix: str = "") -> dict[str, torch.Tensor]:
-        cfg, backend = self.cfg, self.backend
-        from .model import network_output
-
+        backend = self.backend
         out = network_output(self.act, *backend.expand(backend.basis_preacts(state)), self.layout.noise_multiplicity)
         # a run whose state or outputs turned non-finite on its last update has not shown a bad loss yet
         broken = ~(torch.isfinite(state.flatten(1)).all(dim=1) & torch.isfinite(out).all(dim=1))

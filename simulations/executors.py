@@ -8,8 +8,9 @@ Users who outgrow one machine change one flag: ``--executor submitit --slurm-par
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import ConfigError, SimConfig
 

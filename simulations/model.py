@@ -21,7 +21,7 @@ class Activation:
     name: str
     q: torch.Tensor | float = 1.0  # per configuration, shape (C,) for polyrelu
 
-    def select(self, index: torch.Tensor) -> "Activation":
+    def select(self, index: torch.Tensor) -> Activation:
         """The activation of a subset of configurations (polyrelu carries one q per configuration)."""
         if isinstance(self.q, torch.Tensor):
             return Activation(self.name, self.q[index])
@@ -116,7 +116,7 @@ def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise
     derivative = noise_values.sign_() if act.name == "relu" else act.derivative(noise_pre)  # relu: reuse values
     coef_noise = derivative * f_noise
     if isinstance(signal_pre, SignalOnBasis):
-        # basis-level coefficient: sum_i coef[j,r,i] yhat_i = j [s'(a) sum_{yhat=+1} factor - s'(-a) sum_{yhat=-1} factor]
+        # on the basis: sum_i coef[j,r,i] yhat_i = j [s'(a) sum_{yhat=+1} factor - s'(-a) sum_{yhat=-1} factor]
         positive = (signal_pre.yhat + 1) * 0.5
         f_plus = (factor * positive).sum(dim=1)[:, None, None]
         f_minus = factor.sum(dim=1)[:, None, None] - f_plus

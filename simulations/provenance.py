@@ -100,5 +100,6 @@ def ensure_writable_dir(path: Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"cannot write to output folder {str(path)!r} ({exc.strerror}); choose another --out")
+        raise ConfigError(
+            f"cannot write to output folder {str(path)!r} ({exc.strerror}); choose another --out") from None
     return path

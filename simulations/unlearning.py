@@ -9,8 +9,8 @@ Per-configuration hyperparameters come from the config fields listed in ``uses``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

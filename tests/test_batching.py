@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _helpers import assert_results_close, tiny
+
 from simulations import simulate
 from simulations.backends import bytes_per_config
 from simulations.engine import group_key

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _helpers import drive, tiny
+
 from simulations import preset, simulate
 from simulations.engine import GroupRun
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _helpers import tiny
+
 from simulations.data import bartlett_factor, explicit_data, explicit_test_noise, hash_uniform, standard_data
 from simulations.engine import GroupRun
 

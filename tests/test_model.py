@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _helpers import autograd_loss, full_patches, joined, model_gradient, patch_preacts, tiny
+
 from simulations.data import explicit_data
 from simulations.engine import GroupRun
 from simulations.model import Activation

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _helpers import assert_results_close, autograd_grad, autograd_loss, full_patches, joined, tiny
+
 from simulations import simulate
 from simulations.data import explicit_data
 from simulations.engine import GroupRun

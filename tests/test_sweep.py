@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import TINY
 
 import simulations.executors as executors
-from _helpers import TINY
 from simulations import SimConfig, simulate
 from simulations.config import FIELD_NAMES
 from simulations.store import ResultStore

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _helpers import assert_results_close, drive, model_gradient, tiny
+
 from simulations import simulate
 from simulations.data import STREAM_BATCH
 from simulations.engine import GroupRun

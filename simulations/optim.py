@@ -37,12 +37,15 @@ def _per_config(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor, sample_weights: torch.Tensor,
              lr: torch.Tensor, rho: torch.Tensor, mix: torch.Tensor | None = None, adaptive: bool = False,
-             filter_mask: torch.Tensor | None = None, coordinate_mask: torch.Tensor | None = None):
+             filter_mask: torch.Tensor | None = None, coordinate_mask: torch.Tensor | None = None,
+             objective=loss_and_patch_coefficients):
     """Return ``(new_state, StepInfo)`` for the objective ``sum_i a_i l(y_i f(x_i))``.
 
     ``lr``, ``rho`` and ``mix = s * lambda`` are per configuration (C,); ``rho`` all zero skips the second pass.
     ``filter_mask`` (C, 2, m) or ``coordinate_mask`` (weights backend: same shape as the state) restrict the
-    final update (Sharp MinMax); the perturbation itself uses the full gradient.
+    final update (Sharp MinMax); the perturbation itself uses the full gradient. ``objective`` maps pre-activations
+    to (loss, per-sample loss, outputs, gradient factors) with the signature of
+    :func:`~simulations.model.loss_and_patch_coefficients` (the tests swap in a quadratic for a closed form).
     """
     mult = backend.layout.noise_multiplicity
     basis = backend.basis_preacts(state)
@@ -50,8 +53,7 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
     # the learning rate is folded into the gradient factors (SAM's perturbation is scale-free) unless a zero rate
     # would erase the direction SAM needs
     scale = lr if bool((lr > 0).all()) else None
-    loss, per_sample, outputs, coef = loss_and_patch_coefficients(act, *preacts, labels, sample_weights, mult,
-                                                                  coef_scale=scale)
+    loss, per_sample, outputs, coef = objective(act, *preacts, labels, sample_weights, mult, coef_scale=scale)
     perturbed = preacts
     if bool((rho > 0).any()):
         if adaptive:
@@ -66,8 +68,7 @@ def sam_step(backend, act: Activation, state: torch.Tensor, labels: torch.Tensor
             factor = torch.where(norm > 0, rho / torch.where(norm > 0, norm, 1.0), 0.0)
             lin_eps = _per_config(factor, lin_grad) * lin_grad
         perturbed = backend.expand(basis + lin_eps)
-        _, _, _, coef_eps = loss_and_patch_coefficients(act, *perturbed, labels, sample_weights, mult,
-                                                        coef_scale=scale)
+        _, _, _, coef_eps = objective(act, *perturbed, labels, sample_weights, mult, coef_scale=scale)
         mix = torch.ones_like(rho) if mix is None else mix
         coef = tuple(a + _per_config(mix, a) * (b - a) for a, b in zip(coef, coef_eps))
     if filter_mask is not None:

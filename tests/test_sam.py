@@ -162,3 +162,50 @@ def test_rho_is_ignored_unless_an_optimizer_is_sam(backend):
     unlearn_sam = simulate([base.replace(rho=0.4, unlearn_optimizer="sam")])[0]
     assert unlearn_sam.metrics["pretrain_train_loss"] == plain.metrics["pretrain_train_loss"]  # same pretraining
     assert unlearn_sam.metrics["train_loss"] != plain.metrics["train_loss"]
+
+
+def _quadratic_setup(seed=0):
+    """A weights backend whose patches are the standard basis of R^6, so pre-activations *are* the weights, and
+    an objective ``L(W) = 1/2 sum_f w_f^T A w_f`` passed through ``sam_step``'s objective hook."""
+    from simulations.backends import WeightsBackend
+    from simulations.model import PatchLayout
+
+    g = torch.Generator().manual_seed(seed)
+    d, n = 6, 3  # n samples x 2 stored patches (signal, shared noise) = 6 patches = the basis of R^6
+    layout = PatchLayout(n, 2, True, torch.ones(1, n, dtype=torch.float64))
+    X = torch.eye(d, dtype=torch.float64).view(1, d, d)
+    W = torch.randn(1, 2, 1, d, generator=g, dtype=torch.float64)
+    backend = WeightsBackend(layout, X, W.clone(), torch.ones(1, dtype=torch.float64),
+                             torch.ones(1, n, dtype=torch.float64))
+    B = torch.randn(d, d, generator=g, dtype=torch.float64)
+    A = B @ B.T + 0.5 * torch.eye(d, dtype=torch.float64)
+
+    def objective(act, signal_pre, noise_pre, labels, weights, mult, coef_scale=None):
+        w = torch.cat([signal_pre[..., None], noise_pre], dim=-1).reshape(1, 2, 1, d)  # = W
+        grad = w @ A
+        loss = 0.5 * (grad * w).sum(dim=(1, 2, 3))
+        if coef_scale is not None:
+            grad = grad * coef_scale.view(-1, 1, 1, 1)
+        patches = grad.view(1, 2, 1, n, 2)
+        return loss, loss[:, None], loss[:, None], (patches[..., 0], patches[..., 1:])
+
+    return backend, W, A, objective
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_sam_step_on_a_quadratic_matches_the_closed_form(sign):
+    backend, W, A, objective = _quadratic_setup()
+    lr, rho = 0.05, 0.3
+    t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    labels = torch.ones(1, 3, dtype=torch.float64)
+    weights = torch.ones(1, 3, dtype=torch.float64)
+    new, _ = sam_step(backend, None, W, labels, weights, t(lr), t(rho), t(sign), objective=objective)
+    w = W.reshape(2, 6)
+    g = w @ A
+    eps = rho * g / torch.linalg.norm(g)  # one Frobenius norm over both filters
+    g_eps = (w + eps) @ A
+    expected = w - lr * (g + sign * (g_eps - g))  # sign +1: SAM; -1: sharpness maximisation 2g - g(W+eps)
+    np.testing.assert_allclose(new.reshape(2, 6).numpy(), expected.numpy(), rtol=1e-12, atol=1e-14)
+    # and rho = 0 is plain gradient descent
+    new0, _ = sam_step(backend, None, W, labels, weights, t(lr), t(0.0), t(sign), objective=objective)
+    np.testing.assert_allclose(new0.reshape(2, 6).numpy(), (w - lr * g).numpy(), rtol=1e-12, atol=1e-14)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from .registry import SweepResults, register
 from .style import OPTIMIZER_LABELS, PALETTE, apply_style, save
@@ -43,7 +42,3 @@ def render_dynamics(results: SweepResults, out_dir: Path) -> list[Path]:
         axes[row, -1].legend(loc="best", fontsize=8)
     fig.suptitle("Signal vs noise learning; dotted line: NegGrad unlearning starts")
     return save(fig, out_dir, "coefficient_dynamics")
-
-
-def final_values(traj) -> dict[str, float]:
-    return {k: float(np.asarray(traj[k])[-1]) for k, _ in PANELS}

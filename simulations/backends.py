@@ -274,10 +274,6 @@ class WeightsBackend:
         return out
 
 
-def standard_error(p: torch.Tensor, count: int) -> torch.Tensor:
-    return torch.sqrt(p * (1 - p) / max(count, 1))
-
-
 def bytes_per_config(cfg, backend: str) -> float:
     """Rough peak memory of one configuration inside a batch (for chunking and for refusing impossible grids)."""
     item = 8 if cfg.precision == "float64" else 4

@@ -412,11 +412,6 @@ class GroupRun:
             results.append(RunResult(cfg, row, traj, coefs))
         return results
 
-    # ------------------------------------------------------------------ for tests
-    def final_weights(self, state) -> torch.Tensor:
-        """``w - w0`` reconstructed from the tracked coefficients, in the basis' own coordinates (gram: c)."""
-        return self.tracker.total
-
 
 def plan_chunks(configs: list[SimConfig], memory_bytes: float) -> list[list[int]]:
     """Indices of configs grouped by :func:`group_key`, each group split so a chunk fits ``memory_bytes``."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FIELD_NAMES, SimConfig
+from .config import FIELD_NAMES
 from .engine import RunResult
 from .provenance import atomic_write_bytes
 
@@ -148,10 +148,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerow(["nan" if (v := row.get(k, "")) is nan or (isinstance(v, float) and v != v) else v
                          for k in columns])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
-
-
-def configs_from_rows(rows: list[dict]) -> list[SimConfig]:
-    return [SimConfig(**{k: row[k] for k in FIELD_NAMES}) for row in rows]
 
 
 def remove_stale_temporaries(folder: Path) -> None:

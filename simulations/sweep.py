@@ -9,7 +9,6 @@ stopped; a run whose loss turns NaN/inf is a row with ``diverged = True`` and th
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import time
 from pathlib import Path
@@ -135,7 +134,3 @@ def _units(configs: list[SimConfig], chunk_runs: int, budget: float) -> list[lis
         for s in range(0, len(chunk), chunk_runs):
             units.append([configs[i] for i in chunk[s:s + chunk_runs]])
     return units
-
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 2))

@@ -129,7 +129,3 @@ def sharp_minmax(run, state):
         state = run.step(state, run.labels, -(1 - alpha) * forget(t), run.unlearn_lr, rho, mix=-lam, count=False,
                          **masks)
     return state
-
-
-def method(name: str) -> UnlearningMethod:
-    return METHODS[name]

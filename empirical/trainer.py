@@ -1,0 +1,267 @@
+"""Pretraining and retraining on CIFAR with the data on the device (spec/empirical.md §1, §4).
+
+One loop for both stages: ``pretrain`` trains on the 45k training split, ``retrain`` on the retain set R only (the
+gold standard of unlearning), with the same recipe. The loop keeps the data as uint8 on the device with batched
+crop/flip, uses bf16 autocast and channels_last on CUDA, never calls ``.item()`` per step, and checkpoints
+atomically after every epoch so an interrupted run resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from simulations.config import ConfigError
+from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
+
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss turned NaN/inf; the last good checkpoint is kept."""
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda: no CUDA GPU is visible here; use --set device=cpu (or auto)")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+@dataclass
+class Prepared:
+    data: Any  # DeviceData of the training images
+    test: Any  # DeviceData of the test images
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    forget_idx: torch.Tensor
+    retain_idx: torch.Tensor
+    num_classes: int
+    source: str
+
+
+def prepare_data(cfg: TrainConfig, device: torch.device, out: Path | None = None) -> Prepared:
+    """Load CIFAR, split 90/10 per class (seeded) and choose the forget set; save the indices with their seeds."""
+    from .augment import DeviceData
+    from .data import forget_retain_split, load_cifar, save_split, split_train_val
+
+    arrays = load_cifar(cfg.dataset, cfg.data_root or None, limit_per_class=cfg.limit_per_class or None)
+    train_idx, val_idx = split_train_val(arrays.train_y, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    forget_idx, retain_idx = forget_retain_split(train_idx, arrays.train_y, kind=cfg.forget_kind,
+                                                 size=cfg.forget_size, seed=cfg.forget_seed, cls=cfg.forget_class)
+    if out is not None:
+        save_split(out / "split.npz", train=train_idx, val=val_idx, forget=forget_idx, retain=retain_idx,
+                   seed=cfg.seed, forget_seed=cfg.forget_seed,
+                   description=f"{cfg.dataset} ({arrays.source}); forget {cfg.forget_kind} {len(forget_idx)}")
+    to = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)  # noqa: E731
+    train, test = DeviceData(arrays.train_x, arrays.train_y, device), DeviceData(arrays.test_x, arrays.test_y, device)
+    return Prepared(train, test, to(train_idx), to(val_idx), to(forget_idx), to(retain_idx), len(arrays.classes),
+                    arrays.source)
+
+
+def learning_rate_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine to 0 (or constant)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device):
+    from .sam import SAM
+
+    kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if device.type == "cuda":
+        kwargs["foreach"] = True
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), **kwargs)
+    return SAM(model.parameters(), torch.optim.SGD, rho=cfg.rho, adaptive=cfg.optimizer == "asam", **kwargs)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, data, indices: torch.Tensor, device: torch.device, cfg: TrainConfig,
+             batch_size: int = 1024) -> float:
+    """Top-1 accuracy in eval mode without augmentation (one host sync at the end)."""
+    if len(indices) == 0:
+        return float("nan")
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for x, y in data.batches(indices, batch_size, shuffle=False, augment=False):
+        with _autocast(device, cfg):
+            logits = model(_layout(x, cfg, device))
+        correct += (logits.argmax(dim=1) == y).sum()
+    return correct.item() / len(indices)
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+
+
+def _layout(x: torch.Tensor, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last and device.type == "cuda" else x
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, stage: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a corrupt checkpoint
+        raise ConfigError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); delete it or "
+                          f"choose another --out") from None
+    if state.get("config_hash") != cfg.hash or state.get("stage") != stage:
+        raise ConfigError(f"checkpoint {path} belongs to another run (stage {state.get('stage')!r}, config hash "
+                          f"{state.get('config_hash')!r}, this run {cfg.hash!r}); choose another --out or delete it")
+    return state
+
+
+def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool | None = None,
+          max_epochs: int | None = None) -> dict[str, Any]:
+    """Train (``stage`` pretrain: on the training split; retrain: on R) and write ``out/record.json``.
+
+    Resumes from ``out/checkpoint.pt`` when it was written by the same configuration and stage. ``max_epochs``
+    stops early (for tests of resumption) without writing the final record."""
+    from .models import build_model
+
+    if stage not in ("pretrain", "retrain"):
+        raise ConfigError(f"unknown stage {stage!r}; choose pretrain or retrain")
+    device = resolve_device(cfg)
+    out = ensure_writable_dir(Path(out))
+    prepared = prepare_data(cfg, device, out)
+    train_idx = prepared.train_idx if stage == "pretrain" else prepared.retain_idx
+    if cfg.batch_size > len(train_idx):
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images of this "
+                          f"{stage}; lower batch_size")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, prepared.num_classes, cfg.width, cfg.dataset).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model, device)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total, warmup = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: learning_rate_factor(s, total, warmup, cfg.schedule))
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    history: dict[str, list] = {"epoch_seconds": [], "train_loss": [], "val_acc": []}
+    start_epoch = 0
+    state = _load_checkpoint(out / CHECKPOINT, cfg, stage)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+    step_fn = _compiled_step(cfg, model, optimizer, device)
+    bar = _progress(progress, cfg.epochs, start_epoch, stage)
+    last_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, max_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        model.train()
+        began = time.perf_counter()
+        losses = []
+        for x, y in prepared.data.batches(train_idx, cfg.batch_size, shuffle=True, augment=True,
+                                          generator=generator):
+            losses.append(step_fn(_layout(x, cfg, device), y))
+            schedule.step()
+        losses = torch.stack(losses).float()
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0]) + epoch * steps_per_epoch
+            raise TrainingDiverged(f"loss became NaN/inf at step {bad} (epoch {epoch}); the last good checkpoint "
+                                   f"{out / CHECKPOINT} is kept (epoch {epoch - 1}); lower lr or rho")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        history["epoch_seconds"].append(time.perf_counter() - began)
+        history["train_loss"].append(float(losses.mean()))
+        history["val_acc"].append(accuracy(model, prepared.data, prepared.val_idx, device, cfg))
+        _save_checkpoint(out / CHECKPOINT, cfg, stage, epoch, model, optimizer, schedule, generator, history)
+        line = (f"{stage} epoch {epoch + 1}/{cfg.epochs}  loss {history['train_loss'][-1]:.4f}  "
+                f"val_acc {history['val_acc'][-1]:.4f}  {history['epoch_seconds'][-1]:.2f} s")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(line.split("  ", 1)[1])
+        else:
+            print(line, file=sys.stderr, flush=True)
+    if bar is not None:
+        bar.close()
+    if max_epochs is not None and last_epoch < cfg.epochs:
+        return {"stopped_at_epoch": last_epoch}
+    record = {
+        "stage": stage, "config": cfg.to_dict(), "config_hash": cfg.hash, "seed": cfg.seed, "device": str(device),
+        "provenance": provenance(str(device)), "data_source": prepared.source, "epochs": cfg.epochs,
+        "epoch_seconds": history["epoch_seconds"], "train_loss": history["train_loss"],
+        "val_acc_history": history["val_acc"],
+        "train_acc": accuracy(model, prepared.data, train_idx, device, cfg),
+        "val_acc": accuracy(model, prepared.data, prepared.val_idx, device, cfg),
+        "test_acc": accuracy(model, prepared.test, torch.arange(len(prepared.test), device=device), device, cfg),
+        "retain_acc": accuracy(model, prepared.data, prepared.retain_idx, device, cfg),
+        "forget_acc": accuracy(model, prepared.data, prepared.forget_idx, device, cfg),
+        "checkpoint": str(out / CHECKPOINT), "split": str(out / "split.npz"),
+    }
+    atomic_write_json(out / "record.json", record)
+    return record
+
+
+def _compiled_step(cfg: TrainConfig, model, optimizer, device):
+    """One training step returning the loss as a device tensor (no host sync)."""
+    from .sam import SAM
+
+    def loss_of(x, y):
+        with _autocast(device, cfg):
+            return F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+
+    if isinstance(optimizer, SAM):
+        def step(x, y):
+            def closure():
+                loss = loss_of(x, y)
+                loss.backward()
+                return loss
+
+            optimizer.zero_grad(set_to_none=True)
+            return optimizer.step(closure, model=model).detach()
+    else:
+        def step(x, y):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_of(x, y)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+    if cfg.compile:
+        model.forward = torch.compile(model.forward)
+    return step
+
+
+def _save_checkpoint(path: Path, cfg, stage, epoch, model, optimizer, schedule, generator, history) -> None:
+    buf = io.BytesIO()
+    torch.save({"config_hash": cfg.hash, "stage": stage, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "generator": generator.get_state(), "history": history}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _progress(progress: bool | None, total: int, start: int, stage: str):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="epoch", desc=stage, dynamic_ncols=True)
+
+
+def load_record(out: Path) -> dict:
+    return json.loads((Path(out) / "record.json").read_text())

@@ -89,7 +89,12 @@ def time_ours(cfg: TrainConfig, images, labels, steps: int, device) -> float:
     step = _compiled_step(cfg, model, build_optimizer(cfg, model, device), device)
     gen = torch.Generator().manual_seed(0)
     idx = torch.arange(len(labels), device=device)
-    batches = data.batches(idx, cfg.batch_size, shuffle=True, augment=True, generator=gen)
+
+    def endless():
+        while True:
+            yield from data.batches(idx, cfg.batch_size, shuffle=True, augment=True, generator=gen, drop_last=True)
+
+    batches = endless()
     model.train()
     for _ in range(5):
         x, y = next(batches)

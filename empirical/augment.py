@@ -76,8 +76,12 @@ class DeviceData:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be a positive integer")
-        idx = torch.arange(len(self), device=self.device) if indices is None else \
-            torch.as_tensor(np.asarray(indices), dtype=torch.long).to(self.device)
+        if indices is None:
+            idx = torch.arange(len(self), device=self.device)
+        elif isinstance(indices, torch.Tensor):  # possibly already on the device (no round trip through numpy)
+            idx = indices.to(self.device, torch.long)
+        else:
+            idx = torch.as_tensor(np.asarray(indices), dtype=torch.long).to(self.device)
         if shuffle:
             gen_device = generator.device if generator is not None else self.device
             idx = idx[torch.randperm(len(idx), generator=generator, device=gen_device).to(self.device)]

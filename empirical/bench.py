@@ -87,7 +87,7 @@ def time_ours(cfg: TrainConfig, images, labels, steps: int, device) -> float:
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     step = _compiled_step(cfg, model, build_optimizer(cfg, model, device), device)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     idx = torch.arange(len(labels), device=device)
 
     def endless():

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
     total, warmup = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: learning_rate_factor(s, total, warmup, cfg.schedule))
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation, on the device
     history: dict[str, list] = {"epoch_seconds": [], "train_loss": [], "val_acc": []}
     start_epoch = 0
     state = _load_checkpoint(out / CHECKPOINT, cfg, stage)

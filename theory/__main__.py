@@ -3,6 +3,7 @@
     python -m theory check           # readable report, one block per check; exit status 1 if any check fails
     python -m theory check --json    # JSON list: name, statement, passed, tag, reconstruction, steps, counterexample
     python -m theory statements      # the statements of spec §6 with their tags and sympy relations
+    python -m theory validate --preset smoke --out DIR   # simulate spec §7 predictions 2-11: DIR/validation.{csv,md}
 
 Items tagged [med]/[lo], and sympy forms written here from a summary, are printed as "reconstruction": they are not
 the papers' exact statements (spec/theory.md, confidence tags).
@@ -61,7 +62,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("check", "run the symbolic checks"), ("statements", "list the statements")):
         sub.add_parser(name, help=help_text).add_argument("--json", action="store_true", help="print JSON")
+    val = sub.add_parser("validate", help="check spec §7 predictions against the simulator")
+    val.add_argument("--preset", default="smoke", choices=["smoke", "quick", "paper", "tiny"],
+                     help="sweep sizes (tiny: a few seconds, for tests)")
+    val.add_argument("--out", default="results/validation", help="output folder (sweeps cached in OUT/sweeps)")
+    val.add_argument("--only", action="append", help="run only these predictions (2..11; repeatable)")
+    val.add_argument("--executor", default="inprocess", choices=["inprocess", "pool"])
+    val.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+
+    if args.command == "validate":
+        from .validation import PRESETS, TINY, validate
+
+        preset = TINY if args.preset == "tiny" else PRESETS[args.preset]
+        table = validate(preset, args.out, only=args.only, executor=args.executor, workers=args.workers)
+        from pathlib import Path
+
+        print(Path(args.out, "validation.md").read_text())
+        print(f"wrote {Path(args.out, 'validation.csv')} ({len(table)} rows)")
+        return 0
 
     if args.command == "statements":
         statements = all_statements()

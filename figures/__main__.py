@@ -13,7 +13,7 @@ from pathlib import Path
 from simulations.config import ConfigError
 from simulations.sweep import run_sweep
 
-from . import dynamics, heatmaps  # noqa: F401 - registers the figures
+from . import dynamics, heatmaps, theory_figures  # noqa: F401 - registers the figures
 from .defaults import SWEEPS
 from .registry import FIGURES, SweepResults
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}", file=sys.stderr)
         return 2
     try:
-        for sweep in dict.fromkeys(FIGURES[n].sweep for n in names):
+        for sweep in dict.fromkeys(s for n in names for s in FIGURES[n].sweeps):
             folder = args.results / sweep
             spec = SWEEPS[sweep]
             if args.no_run:
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{summary['skipped']} cached) in {time.perf_counter() - start:.1f} s")
         for name in names:
             fig = FIGURES[name]
-            paths = fig.render(SweepResults(args.results / fig.sweep), args.out)
+            results = {s: SweepResults(args.results / s) for s in fig.sweeps}
+            paths = fig.render(results[fig.sweep] if isinstance(fig.sweep, str) else results, args.out)
             print(f"{name}: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
                                           for p in paths))
     except ConfigError as exc:

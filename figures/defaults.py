@@ -8,6 +8,8 @@ pretraining optimizer).
 from __future__ import annotations
 
 from simulations.config import PRESETS
+from theory.validation import PRESETS as VALIDATION_PRESETS
+from theory.validation import Sweeps as ValidationSweeps
 
 QUICK = PRESETS["quick"].base
 OPTIMIZERS = {"optimizer+unlearn_optimizer": [("gd", "gd"), ("sam", "sam")]}
@@ -28,3 +30,7 @@ SWEEPS: dict[str, dict] = {
                  "grid": {"signal_strength": [1.0, 4.0], **OPTIMIZERS, "seed": [0]},
                  "save_coefficients": True},
 }
+
+# the sweeps of `python -m theory validate --preset smoke`, drawn by figures/theory_figures.py
+for _name, (_base, _grid) in ValidationSweeps(VALIDATION_PRESETS["smoke"], out=".").specs().items():
+    SWEEPS[f"theory_{_name}"] = {"base": _base, "grid": _grid}

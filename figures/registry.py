@@ -10,8 +10,12 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Figure:
     name: str
-    sweep: str  # key of figures.defaults.SWEEPS
-    render: Callable  # render(results: SweepResults, out_dir: Path) -> list[Path]
+    sweep: str | tuple[str, ...]  # key(s) of figures.defaults.SWEEPS
+    render: Callable  # render(results, out_dir) -> list[Path]; results: SweepResults, or a dict of them by key
+
+    @property
+    def sweeps(self) -> tuple[str, ...]:
+        return (self.sweep,) if isinstance(self.sweep, str) else tuple(self.sweep)
     description: str
 
 

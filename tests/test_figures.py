@@ -1,0 +1,44 @@
+"""Every registered figure renders from (tiny) sweep results, and re-rendering gives the same bytes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import figures.defaults as defaults
+from figures.__main__ import main
+from figures.registry import FIGURES
+
+TINY_AXES = {"signal_strength": [0.5, 1.0, 2.0, 4.0], "d": [100, 400], "seed": [0], "n": [20, 40],
+             "n+forget_size": [(20, 2), (40, 4)], "alpha": [0.2, 0.8]}
+
+
+@pytest.fixture
+def tiny_sweeps(monkeypatch):
+    sweeps = copy.deepcopy(defaults.SWEEPS)
+    for spec in sweeps.values():
+        spec["base"] = {**spec["base"], "steps": 40, "unlearn_steps": 10, "n_test": 200}
+        spec["grid"] = {k: (TINY_AXES[k] if k in TINY_AXES else v) for k, v in spec["grid"].items()}
+    monkeypatch.setattr(defaults, "SWEEPS", sweeps)
+    import figures.__main__ as cli
+
+    monkeypatch.setattr(cli, "SWEEPS", sweeps)
+    return sweeps
+
+
+def test_every_figure_renders_deterministically(tiny_sweeps, tmp_path, capsys):
+    out, results = tmp_path / "out", tmp_path / "results"
+    assert main(["--results", str(results), "--out", str(out)]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= len(FIGURES)
+    first = {p.name: p.read_bytes() for p in pngs}
+    assert main(["--results", str(results), "--out", str(out), "--no-run"]) == 0
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))} == first
+
+
+def test_unknown_figure_and_missing_results_are_refused(tmp_path, capsys):
+    assert main(["--only", "no_such_figure", "--out", str(tmp_path)]) == 2
+    assert "unknown figure" in capsys.readouterr().err
+    assert main(["--no-run", "--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().err

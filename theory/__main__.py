@@ -72,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "validate":
+        from pathlib import Path
+
+        from simulations.config import ConfigError
+        from simulations.provenance import ensure_writable_dir
+
         from .validation import PRESETS, TINY, validate
 
         preset = TINY if args.preset == "tiny" else PRESETS[args.preset]
-        table = validate(preset, args.out, only=args.only, executor=args.executor, workers=args.workers)
-        from pathlib import Path
+        try:
+            ensure_writable_dir(Path(args.out))
+            table = validate(preset, args.out, only=args.only, executor=args.executor, workers=args.workers)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
         print(Path(args.out, "validation.md").read_text())
         print(f"wrote {Path(args.out, 'validation.csv')} ({len(table)} rows)")

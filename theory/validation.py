@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simulations.provenance import atomic_write_bytes
+
 from .calibration import (
     bootstrap_fit,
     boundary_from_grid,
@@ -546,9 +548,9 @@ def validate(preset: str | ValidationPreset = "smoke", out: str | Path = "result
         except Exception as exc:  # one failing prediction must not lose the others
             rows.append(not_run(key, "", f"{type(exc).__name__}: {exc}"))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    table.to_csv(out / "validation.csv", index=False)
+    atomic_write_bytes(out / "validation.csv", table.to_csv(index=False).encode())
     wall = time.perf_counter() - started
-    (out / "validation.md").write_text(to_markdown(table, pre, sw.settings, wall))
+    atomic_write_bytes(out / "validation.md", to_markdown(table, pre, sw.settings, wall).encode())
     return table
 
 

@@ -112,6 +112,52 @@ def calibrate_sgd_constant(boundaries, d, n, P=2, sigma_p=1.0) -> float:
     return float(np.median(per)) if per.size else float("nan")
 
 
+def calibrate_sam_constant(boundaries) -> float:
+    """``C_sam`` of (C)'s SAM condition ``||mu|| >= C_sam`` [med]: the median SAM boundary (it should not depend on
+    d or n; NaN boundaries ignored)."""
+    b = np.asarray(boundaries, float)
+    b = b[np.isfinite(b) & (b > 0)]
+    return float(np.median(b)) if b.size else float("nan")
+
+
+def bootstrap_constants(df: pd.DataFrame, thresholds: dict[str, float], along: str = "d", n: int = 20,
+                        P: int = 2, sigma_p: float = 1.0, y: str = "test_error", optimizer_col: str = "optimizer",
+                        n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """The unknown constants from where the seed-mean error crosses a threshold, with a bootstrap over seeds.
+
+    ``thresholds`` maps names to (optimizer, threshold) pairs, e.g. ``{"C1": ("gd", p + delta), "C3": ("gd",
+    p + 0.1), "C_sam": ("sam", p + delta)}``: ``C1``/``C3`` come from the (C) SGD form (the benign and the harmful
+    boundary), ``C_sam`` from the SAM boundary. Returns per name ``value`` (full data), ``ci_low``, ``ci_high``."""
+    def estimate(frame) -> dict[str, float]:
+        out = {}
+        for name, (opt, thr) in thresholds.items():
+            b = boundary_from_grid(frame[frame[optimizer_col] == opt], by=(along,), threshold=thr, y=y)
+            if name == "C_sam":
+                out[name] = calibrate_sam_constant(b["boundary"])
+            else:
+                d = b[along].to_numpy(float) if along == "d" else np.full(len(b), float(n))
+                nn = b[along].to_numpy(float) if along == "n" else np.full(len(b), float(n))
+                out[name] = calibrate_sgd_constant(b["boundary"], d, nn, P, sigma_p)
+        return out
+
+    full = estimate(df)
+    seeds = np.unique(df["seed"].to_numpy())
+    by_seed = {s: df[df["seed"] == s] for s in seeds}
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in thresholds}
+    for _ in range(n_boot):
+        sample = pd.concat([by_seed[s] for s in rng.choice(seeds, size=seeds.size, replace=True)], ignore_index=True)
+        for name, value in estimate(sample).items():
+            if np.isfinite(value):
+                draws[name].append(value)
+    tail = (1 - level) / 2 * 100
+    result = {}
+    for name, values in draws.items():
+        lo, hi = np.percentile(values, [tail, 100 - tail]) if values else (np.nan, np.nan)
+        result[name] = {"value": full[name], "ci_low": float(lo), "ci_high": float(hi), "n_valid": len(values)}
+    return result
+
+
 def linear_fit_r2(xs, ys) -> tuple[float, float, float]:
     """Ordinary least squares ``y = slope x + intercept`` → ``(slope, intercept, R^2)`` (NaNs if < 3 points)."""
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)

@@ -24,6 +24,7 @@ import pandas as pd
 from simulations.provenance import atomic_write_bytes
 
 from .calibration import (
+    bootstrap_constants,
     bootstrap_fit,
     boundary_from_grid,
     calibrate_sgd_constant,
@@ -231,6 +232,19 @@ def prediction_2(sw: Sweeps) -> list[dict]:
                     f"{per.size} (d, n) points, max/min {_fmt(spread)}", c1,
                     "one constant fits every (d, n): agrees if max/min of the per-point C1 <= 20 "
                     "(a 1/4-power slope error over the range shows up here as a spread)", verdict))
+    # 2d: the constants C1 (benign, p + delta), C3 (harmful, p + 0.1) and C_sam, with bootstrap CIs
+    consts = bootstrap_constants(sw.get("heat_d"), {"C1": ("gd", thr), "C3": ("gd", p + 0.1), "C_sam": ("sam", thr)},
+                                 along="d", n=n0, P=P, sigma_p=sigma_p, y="pretrain_test_error",
+                                 n_boot=pre.n_boot)
+    listing = "; ".join(f"{k} {_fmt(v['value'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"
+                        for k, v in consts.items())
+    c1v, c3v = consts["C1"]["value"], consts["C3"]["value"]
+    verdict = ("inconclusive" if not (np.isfinite(c1v) and np.isfinite(c3v)) else
+               "agrees" if c3v < c1v else "disagrees")
+    rows.append(row("2d constants C1, C3, C_sam", f"from the (signal, d) sweep, pretrained, bootstrap 95% CIs over "
+                    f"seeds: {listing}", c3v / c1v if np.isfinite(c1v) and c1v > 0 else "",
+                    "(K)/(C): harmful constant below the benign one (C3 < C1; value = C3/C1); C_sam is the SAM "
+                    "boundary in units of ||mu|| at this sigma_p [reconstruction]", verdict))
     return rows
 
 

@@ -3,6 +3,7 @@
     python -m empirical pretrain --preset smoke --out results/pre            # seconds on a CPU
     python -m empirical pretrain --preset paper --set optimizer=sam --set rho=0.1 --out results/sam01
     python -m empirical retrain --preset paper --set forget_size=3000 --out results/retrain
+    python -m empirical download --dataset cifar10 --dest ~/data          # checksummed; then --data-root ~/data
 """
 
 from __future__ import annotations
@@ -27,11 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
         p.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: shared data)")
         p.add_argument("--out", required=True, type=Path)
+    dl = sub.add_parser("download", help="download and verify the standard CIFAR python archive")
+    dl.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"))
+    dl.add_argument("--dest", required=True, type=Path)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "download":
+        from .download import download_cifar
+
+        try:
+            print(f"ready: {download_cifar(args.dataset, args.dest)}")
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from .trainer import TrainingDiverged, train
 
     try:

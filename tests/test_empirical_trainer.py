@@ -155,3 +155,24 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(fixture_root, tmp_pat
     with pytest.raises(TrainingDiverged, match="step"):
         train(cfg, tmp_path / "nan", progress=False)
     assert (tmp_path / "nan" / CHECKPOINT).read_bytes() == poisoned != good  # the last checkpoint stays as it was
+
+
+def test_checksummed_download_from_a_local_url(tmp_path):
+    import hashlib
+    import tarfile
+
+    from empirical.data import DataError, load_cifar
+    from empirical.download import download_cifar
+
+    folder = write_fixture(tmp_path / "src", per_class=2)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    with pytest.raises(DataError, match="checksum"):
+        download_cifar("cifar10", tmp_path / "bad", url=archive.as_uri(), md5="0" * 32)
+    assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
+    assert [p.name for p in (tmp_path / "bad").iterdir()] == []  # nothing half-written left behind
+    got = download_cifar("cifar10", tmp_path / "good", url=archive.as_uri(), md5=md5)
+    assert got == tmp_path / "good" / "cifar-10-batches-py"
+    assert load_cifar("cifar10", tmp_path / "good").train_x.shape == (100, 32, 32, 3)

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, fields
 from typing import Any
 
-from simulations.config import ConfigError
+from simulations.config import ConfigError, parse_assignments
 
 CHOICES = {
     "dataset": ("cifar10", "cifar100"),
@@ -95,24 +95,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, text = (s.strip() for s in item.split("=", 1))
-        if key not in FIELD_TYPES:
-            raise ConfigError(f"unknown option {key!r}; known options: {', '.join(FIELD_TYPES)}")
-        typ = FIELD_TYPES[key]
-        try:
-            if typ is bool:
-                if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError
-                out[key] = text.lower() in ("1", "true", "yes", "on")
-            else:
-                out[key] = typ(float(text)) if typ is int else typ(text)
-        except ValueError:
-            raise ConfigError(f"{key}={text!r}: expected {typ.__name__}") from None
-    return out
+    """``["key=value", ...]`` → typed overrides of :class:`TrainConfig` fields."""
+    return parse_assignments(items, FIELD_TYPES)
 
 
 def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -195,11 +195,13 @@ def validate(cfg: SimConfig) -> None:
 # ---------------------------------------------------------------------- parsing overrides
 
 
-def parse_value(name: str, text: str) -> Any:
-    """Parse ``text`` as the type of field ``name`` (raises ConfigError for unknown fields)."""
-    if name not in FIELD_TYPES:
-        raise ConfigError(f"unknown option {name!r}; known options: {', '.join(FIELD_NAMES)}")
-    typ = FIELD_TYPES[name]
+def parse_value(name: str, text: str, field_types: dict[str, type] | None = None) -> Any:
+    """Parse ``text`` as the type of field ``name`` of ``field_types`` (default: SimConfig's); raises ConfigError
+    for unknown fields and malformed values."""
+    field_types = FIELD_TYPES if field_types is None else field_types
+    if name not in field_types:
+        raise ConfigError(f"unknown option {name!r}; known options: {', '.join(field_types)}")
+    typ = field_types[name]
     try:
         if typ is bool:
             low = text.strip().lower()
@@ -231,14 +233,14 @@ def coerce_values(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_assignments(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` → typed dict."""
+def parse_assignments(items: list[str] | None, field_types: dict[str, type] | None = None) -> dict[str, Any]:
+    """``["key=value", ...]`` → typed dict (fields of ``field_types``, default SimConfig's)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, text = item.split("=", 1)
-        out[key.strip()] = parse_value(key.strip(), text)
+        out[key.strip()] = parse_value(key.strip(), text, field_types)
     return out
 
 

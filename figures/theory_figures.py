@@ -13,7 +13,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from theory.calibration import boundary_from_grid, calibrate_sgd_constant, fit_power_law
+from theory.calibration import (
+    boundary_from_grid,
+    calibrate_sgd_constant,
+    fit_power_law,
+    noise_change,
+    signal_rate,
+)
 from theory.predictions import sgd_boundary
 
 from .registry import register
@@ -105,11 +111,7 @@ def render_signal_surplus(results, out_dir: Path) -> list[Path]:
     rates = {}
     for opt in ("gd", "sam"):
         part = sel[sel["optimizer"] == opt]
-        r = []
-        for h in part["hash"]:
-            t = results.trajectory(h)
-            dt = t["step"][1] - t["step"][0]
-            r.append((t["signal_coef_max"][1] - t["signal_coef_max"][0]) / dt)
+        r = [signal_rate(results.trajectory(h), 0.0) for h in part["hash"]]
         rates[opt] = part.assign(rate=r).groupby("signal_strength")["rate"].mean()
     ratio = (rates["sam"] / rates["gd"]).dropna()
     ratio = ratio[ratio > 0]
@@ -157,11 +159,9 @@ def render_lemma_3_1(results, out_dir: Path) -> list[Path]:
     rows = []
     for _, run in df.iterrows():
         t = results.trajectory(run["hash"])
-        start = int(np.argmin(np.abs(t["step"] - steps)))
         for side in ("forget", "retain"):
-            series = t[f"noise_coef_max_{side}"]
             rows.append({"opt": run["unlearn_optimizer"], "side": side, "signal": run["signal_strength"],
-                         "change": float(series[-1] - series[start])})
+                         "change": noise_change(t, steps, side)})
     import pandas as pd
 
     table = pd.DataFrame(rows).groupby(["side", "opt", "signal"])["change"].mean().reset_index()

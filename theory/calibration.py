@@ -170,3 +170,22 @@ def linear_fit_r2(xs, ys) -> tuple[float, float, float]:
     total = ((ys - ys.mean()) ** 2).sum()
     r2 = 1 - (resid**2).sum() / total if total > 0 else float("nan")
     return float(slope), float(intercept), float(r2)
+
+
+# ---------------------------------------------------------------------- trajectory read-outs
+
+
+def signal_rate(traj: dict, start_step: float) -> float:
+    """(max kappa at the first logged step after ``start_step`` - at ``start_step``) / the steps between."""
+    start = int(np.argmin(np.abs(traj["step"] - start_step)))
+    nxt = min(start + 1, len(traj["step"]) - 1)
+    dt = traj["step"][nxt] - traj["step"][start]
+    return float((traj["signal_coef_max"][nxt] - traj["signal_coef_max"][start]) / dt) if dt > 0 else float("nan")
+
+
+def noise_change(traj: dict, start_step: float, side: str) -> float:
+    """Change of the max noise coefficient of the ``side`` ('forget' or 'retain') samples from ``start_step``
+    (e.g. the start of unlearning) to the end of the run."""
+    start = int(np.argmin(np.abs(traj["step"] - start_step)))
+    series = traj[f"noise_coef_max_{side}"]
+    return float(series[-1] - series[start])

@@ -30,7 +30,9 @@ from .calibration import (
     calibrate_sgd_constant,
     fit_power_law,
     linear_fit_r2,
+    noise_change,
     sgd_constant_per_point,
+    signal_rate,
 )
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
@@ -380,13 +382,7 @@ def prediction_6(sw: Sweeps) -> list[dict]:
     for opt in ("gd", "sam"):
         part = df[df["unlearn_optimizer"] == opt].sort_values(["signal_strength", "seed"])
         traj = sw.trajectories("lemma", part["hash"])
-        acc = {"forget": [], "retain": []}
-        for t in traj.values():
-            start = int(np.argmin(np.abs(t["step"] - steps)))
-            for side in acc:
-                series = t[f"noise_coef_max_{side}"]
-                acc[side].append(float(series[-1] - series[start]))
-        change[opt] = acc
+        change[opt] = {side: [noise_change(t, steps, side) for t in traj.values()] for side in ("forget", "retain")}
     rel = {}
     for side in ("forget", "retain"):
         a, b = np.asarray(change["sam"][side]), np.asarray(change["gd"][side])
@@ -419,14 +415,8 @@ def prediction_7(sw: Sweeps) -> list[dict]:
 
 
 def _kappa_rates(sw: Sweeps, name: str, part: pd.DataFrame, start_step: float) -> list[float]:
-    """Per run: (max kappa at the first logged step after ``start_step`` - at ``start_step``) / steps between."""
-    out = []
-    for t in sw.trajectories(name, part["hash"]).values():
-        start = int(np.argmin(np.abs(t["step"] - start_step)))
-        nxt = min(start + 1, len(t["step"]) - 1)
-        dt = t["step"][nxt] - t["step"][start]
-        out.append(float((t["signal_coef_max"][nxt] - t["signal_coef_max"][start]) / dt) if dt > 0 else np.nan)
-    return out
+    """Per run: :func:`~theory.calibration.signal_rate` from ``start_step``."""
+    return [signal_rate(t, start_step) for t in sw.trajectories(name, part["hash"]).values()]
 
 
 def prediction_8(sw: Sweeps) -> list[dict]:

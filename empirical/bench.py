@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from simulations.provenance import atomic_write_json, provenance
 
 from .config import TrainConfig
-from .trainer import _compiled_step, build_optimizer, resolve_device
+from .steps import GraphedStep, make_step
+from .trainer import build_optimizer, resolve_device
 
 EPOCH_IMAGES = 45_000
 
@@ -86,7 +87,8 @@ def time_ours(cfg: TrainConfig, images, labels, steps: int, device) -> float:
     model = build_model(cfg.arch, 10, cfg.width, "cifar10").to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    step = _compiled_step(cfg, model, build_optimizer(cfg, model, device), device)
+    step = make_step(model, build_optimizer(cfg, model, device), device, bf16=cfg.bf16, compile=cfg.compile,
+                     cuda_graphs=cfg.cuda_graphs, batch_size=cfg.batch_size)
     gen = torch.Generator(device=device).manual_seed(0)
     idx = torch.arange(len(labels), device=device)
 
@@ -99,6 +101,8 @@ def time_ours(cfg: TrainConfig, images, labels, steps: int, device) -> float:
     for _ in range(5):
         x, y = next(batches)
         step(x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x, y)
+    if isinstance(step, GraphedStep) and step.capture and step.status != "captured":
+        raise RuntimeError(step.status)
     stop = _timer(device)
     for _ in range(steps):
         x, y = next(batches)
@@ -114,7 +118,7 @@ def time_baseline(cfg: TrainConfig, images, labels, steps: int, device, workers:
                                          num_workers=workers, pin_memory=device.type == "cuda", drop_last=True,
                                          persistent_workers=workers > 0)
     model = build_model(cfg.arch, 10, cfg.width, "cifar10").to(device)
-    opt = build_optimizer(cfg.replace(bf16=False), model, device)
+    opt = build_optimizer(cfg.replace(bf16=False), model, device, fused=False)
     model.train()
     it = iter(loader)
 
@@ -169,7 +173,31 @@ def run(steps: int = 60, quick: bool = False, workers: int = 8, data_root: str |
             suffix = "" if batch == 256 else f"_b{batch}"
             record.update({f"{opt}_epoch_s{suffix}": ours, f"baseline_{opt}_epoch_s{suffix}": base,
                            f"{opt}_tflops{suffix}": tflops, f"{opt}_speedup{suffix}": base / ours})
+            if device.type == "cuda":  # the same step captured once as a CUDA graph and replayed
+                try:
+                    graphed = time_ours(cfg.replace(cuda_graphs=True), images, labels, steps, device)
+                except Exception as exc:  # noqa: BLE001 - report, keep the eager numbers
+                    record[f"{opt}_graphs_error{suffix}"] = f"{type(exc).__name__}: {exc}"[:300]
+                else:
+                    record.update({f"{opt}_graphs_epoch_s{suffix}": graphed,
+                                   f"{opt}_graphs_tflops{suffix}": 3 * fpi * passes * EPOCH_IMAGES / graphed / 1e12,
+                                   f"{opt}_graphs_speedup{suffix}": base / graphed})
     return record
+
+
+def table_rows(record: dict) -> list[str]:
+    """One line per optimizer, batch and step kind (eager, CUDA graphs) of a :func:`run` record."""
+    rows = []
+    for batch, suffix in ((256, ""), (512, "_b512")):
+        for opt in ("sgd", "sam"):
+            base = record[f"baseline_{opt}_epoch_s{suffix}"]
+            for kind, key in ((opt, opt), (f"{opt}+graphs", f"{opt}_graphs")):
+                if f"{key}_epoch_s{suffix}" in record:
+                    rows.append(f"{kind:10s} {batch:6d} {record[f'{key}_epoch_s{suffix}']:13.3f} {base:9.3f} "
+                                f"{record[f'{key}_speedup{suffix}']:8.2f} {record[f'{key}_tflops{suffix}']:8.1f}")
+                elif f"{key}_error{suffix}" in record:
+                    rows.append(f"{kind:10s} {batch:6d} failed: {record[f'{key}_error{suffix}'][:80]}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,11 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     record = run(args.steps, args.quick, args.workers, args.data_root)
     print(f"device: {record['device']}")
     print(f"{'':10s} {'batch':>6s} {'ours s/epoch':>13s} {'baseline':>9s} {'speedup':>8s} {'TFLOP/s':>8s}")
-    for batch, suffix in ((256, ""), (512, "_b512")):
-        for opt in ("sgd", "sam"):
-            print(f"{opt:10s} {batch:6d} {record[f'{opt}_epoch_s{suffix}']:13.2f} "
-                  f"{record[f'baseline_{opt}_epoch_s{suffix}']:9.2f} {record[f'{opt}_speedup{suffix}']:8.2f} "
-                  f"{record[f'{opt}_tflops{suffix}']:8.1f}")
+    for line in table_rows(record):
+        print(line)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out, record)

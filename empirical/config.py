@@ -48,7 +48,8 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA only
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = False  # torch.compile of the model's forward
+    cuda_graphs: bool = False  # capture the whole step (both SAM passes, the update) once and replay it (CUDA only)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -67,6 +68,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "width"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be a positive integer")
+        if self.compile and self.cuda_graphs:
+            raise ConfigError("compile and cuda_graphs together are not supported; choose one")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction}: must lie in (0, 1)")
 

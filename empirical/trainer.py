@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from simulations.config import ConfigError
 from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
 
 from .config import TrainConfig
+from .steps import GraphedStep, autocast, make_step
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -82,12 +82,17 @@ def learning_rate_factor(step: int, total: int, warmup: int, schedule: str) -> f
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device):
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, fused: bool | None = None):
+    """SGD (momentum, weight decay), or SAM/ASAM around it. On CUDA the update is the fused SGD kernel; with
+    ``cuda_graphs`` the learning rate is a 0-dim device tensor that the schedule fills in place, so a captured step
+    reads the current value at every replay. ``fused=False`` keeps torch's default SGD kernels (the baseline)."""
     from .sam import SAM
 
     kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if device.type == "cuda":
-        kwargs["foreach"] = True
+    if device.type == "cuda" if fused is None else fused:
+        kwargs["fused"] = True
+    if cfg.cuda_graphs:
+        kwargs["lr"] = torch.tensor(cfg.lr, dtype=torch.float32, device=device)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), **kwargs)
     return SAM(model.parameters(), torch.optim.SGD, rho=cfg.rho, adaptive=cfg.optimizer == "asam", **kwargs)
@@ -102,14 +107,10 @@ def accuracy(model: torch.nn.Module, data, indices: torch.Tensor, device: torch.
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     for x, y in data.batches(indices, batch_size, shuffle=False, augment=False):
-        with _autocast(device, cfg):
+        with autocast(device, cfg.bf16):
             logits = model(_layout(x, cfg, device))
         correct += (logits.argmax(dim=1) == y).sum()
     return correct.item() / len(indices)
-
-
-def _autocast(device: torch.device, cfg: TrainConfig):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
 
 
 def _layout(x: torch.Tensor, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
@@ -131,16 +132,19 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, stage: str) -> dict | None:
 
 
 def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool | None = None,
-          max_epochs: int | None = None) -> dict[str, Any]:
+          max_epochs: int | None = None, graph_capture: bool | None = None) -> dict[str, Any]:
     """Train (``stage`` pretrain: on the training split; retrain: on R) and write ``out/record.json``.
 
     Resumes from ``out/checkpoint.pt`` when it was written by the same configuration and stage. ``max_epochs``
-    stops early (for tests of resumption) without writing the final record."""
+    stops early (for tests of resumption) without writing the final record. ``graph_capture=False`` runs a
+    ``cuda_graphs`` configuration through the graphed step without capturing (a rehearsal on a CPU, for tests)."""
     from .models import build_model
 
     if stage not in ("pretrain", "retrain"):
         raise ConfigError(f"unknown stage {stage!r}; choose pretrain or retrain")
     device = resolve_device(cfg)
+    if cfg.cuda_graphs and device.type != "cuda" and graph_capture is not False:
+        raise ConfigError(f"cuda_graphs=true needs a CUDA device (this run is on {device}); drop cuda_graphs")
     out = ensure_writable_dir(Path(out))
     prepared = prepare_data(cfg, device, out)
     train_idx = prepared.train_idx if stage == "pretrain" else prepared.retain_idx
@@ -163,10 +167,15 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a tensor learning rate comes back on the CPU
+            if torch.is_tensor(group["lr"]):
+                group["lr"] = group["lr"].to(device)
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         history, start_epoch = state["history"], state["epoch"] + 1
-    step_fn = _compiled_step(cfg, model, optimizer, device)
+    step_fn = make_step(model, optimizer, device, bf16=cfg.bf16, label_smoothing=cfg.label_smoothing,
+                        compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, batch_size=cfg.batch_size,
+                        capture=graph_capture)
     bar = _progress(progress, cfg.epochs, start_epoch, stage)
     last_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, max_epochs)
     for epoch in range(start_epoch, last_epoch):
@@ -211,38 +220,16 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
         "retain_acc": accuracy(model, prepared.data, prepared.retain_idx, device, cfg),
         "forget_acc": accuracy(model, prepared.data, prepared.forget_idx, device, cfg),
         "checkpoint": str(out / CHECKPOINT), "split": str(out / "split.npz"),
+        "step_mode": _step_mode(cfg, step_fn),
     }
     atomic_write_json(out / "record.json", record)
     return record
 
 
-def _compiled_step(cfg: TrainConfig, model, optimizer, device):
-    """One training step returning the loss as a device tensor (no host sync)."""
-    from .sam import SAM
-
-    def loss_of(x, y):
-        with _autocast(device, cfg):
-            return F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-
-    if isinstance(optimizer, SAM):
-        def step(x, y):
-            def closure():
-                loss = loss_of(x, y)
-                loss.backward()
-                return loss
-
-            optimizer.zero_grad(set_to_none=True)
-            return optimizer.step(closure, model=model).detach()
-    else:
-        def step(x, y):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_of(x, y)
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-    if cfg.compile:
-        model.forward = torch.compile(model.forward)
-    return step
+def _step_mode(cfg: TrainConfig, step_fn) -> str:
+    if isinstance(step_fn, GraphedStep):
+        return f"cuda graphs: {step_fn.status} ({step_fn.replays} replays, {step_fn.eager_calls} eager steps)"
+    return "eager + torch.compile" if cfg.compile else "eager"
 
 
 def _save_checkpoint(path: Path, cfg, stage, epoch, model, optimizer, schedule, generator, history) -> None:

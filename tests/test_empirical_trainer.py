@@ -176,3 +176,22 @@ def test_checksummed_download_from_a_local_url(tmp_path):
     got = download_cifar("cifar10", tmp_path / "good", url=archive.as_uri(), md5=md5)
     assert got == tmp_path / "good" / "cifar-10-batches-py"
     assert load_cifar("cifar10", tmp_path / "good").train_x.shape == (100, 32, 32, 3)
+
+
+def test_gpu_check_script_isolates_failures_and_keeps_partial_results(fixture_root, tmp_path, capsys):
+    from empirical.gpu_check import main as gpu_check
+
+    out = tmp_path / "check"
+    base = ["--smoke", "--data-root", fixture_root, "--bench-steps", "0", "--epochs", "1", "--out", str(out)]
+    assert gpu_check(base) == 0
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert set(result["runs"]) == {"sgd", "sam", "retrain"} and not result["errors"]
+    assert result["runs"]["sam"]["step_mode"] == "eager" and 0 <= result["runs"]["sam"]["test_acc"] <= 1
+    printed = capsys.readouterr().out
+    assert "retrain" in printed and "wrote" in printed
+    if not torch.cuda.is_available():  # graphs forced on a CPU: each run fails on its own, the report still comes
+        assert gpu_check(base[:-1] + [str(tmp_path / "forced"), "--graphs", "on"]) == 1
+        result = json.loads((tmp_path / "forced" / "gpu_check.json").read_text())
+        assert set(result["errors"]) == {"sgd", "sam", "retrain"}
+        assert all("needs a CUDA device" in e for e in result["errors"].values()) and not result["runs"]
+        assert "FAILED" in capsys.readouterr().out

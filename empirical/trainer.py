@@ -182,6 +182,8 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         history, start_epoch = state["history"], state["epoch"] + 1
+    # a captured step reads these very tensors: keep them in the param groups whatever the scheduler does
+    lr_tensors = [g["lr"] for g in optimizer.param_groups] if cfg.cuda_graphs else []
     step_fn = make_step(model, optimizer, device, bf16=cfg.bf16, label_smoothing=cfg.label_smoothing,
                         compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, batch_size=cfg.batch_size,
                         capture=graph_capture)
@@ -195,6 +197,8 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
                                           generator=generator):
             losses.append(step_fn(_layout(x, cfg, device), y))
             schedule.step()
+            if lr_tensors:
+                _keep_lr_tensors(optimizer, lr_tensors)
         losses = torch.stack(losses).float()
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
@@ -233,6 +237,15 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
     }
     atomic_write_json(out / "record.json", record)
     return record
+
+
+def _keep_lr_tensors(optimizer, lr_tensors: list[torch.Tensor]) -> None:
+    """torch's schedulers fill a tensor learning rate in place (torch >= 2.6 or so); an older one assigns a new
+    tensor, which a captured graph would never read. Put the value into the captured tensor and the tensor back."""
+    for group, tensor in zip(optimizer.param_groups, lr_tensors):
+        if group["lr"] is not tensor:
+            tensor.fill_(group["lr"])
+            group["lr"] = tensor
 
 
 def _step_mode(cfg: TrainConfig, step_fn) -> str:

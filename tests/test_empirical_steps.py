@@ -145,3 +145,13 @@ def test_graph_options_refused_where_they_cannot_run(fixture_root, tmp_path):  #
         with pytest.raises(ConfigError, match="cuda_graphs=true needs a CUDA device"):
             train(tiny(fixture_root, cuda_graphs=True), tmp_path / "cpu", progress=False)
         assert not (tmp_path / "cpu").exists()  # refused before anything was written
+
+
+def test_a_scheduler_that_replaces_the_lr_tensor_is_put_right():
+    from empirical.trainer import _keep_lr_tensors
+
+    model, opt, _ = _setup("sgd")
+    captured = [g["lr"] for g in opt.param_groups]
+    opt.param_groups[0]["lr"] = torch.tensor(0.0123)  # what an older LRScheduler.step does
+    _keep_lr_tensors(opt, captured)
+    assert opt.param_groups[0]["lr"] is captured[0] and float(captured[0]) == pytest.approx(0.0123)

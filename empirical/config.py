@@ -18,7 +18,8 @@ CHOICES = {
     "optimizer": ("sgd", "sam", "asam"),
     "schedule": ("cosine", "constant"),
     "device": ("auto", "cpu", "cuda"),
-    "forget_kind": ("random", "class"),
+    "forget_kind": ("random", "class", "memorization"),
+    "forget_level": ("high", "mid", "low"),
 }
 
 
@@ -44,6 +45,8 @@ class TrainConfig:
     forget_kind: str = "random"
     forget_size: int = 3000
     forget_class: int = 0
+    forget_level: str = "high"  # forget_kind=memorization: the size highest / closest to 0.5 / lowest scores
+    memorization_scores: str = ""  # empty: proxy 1 - C-score from the data folder; else a .npy/.npz score file
     forget_seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA only

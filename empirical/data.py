@@ -281,15 +281,34 @@ def split_train_val(labels: np.ndarray, seed: int, val_fraction: float = 0.1) ->
 
 
 def forget_retain_split(train_idx: np.ndarray, labels: np.ndarray, kind: str = "random", size: int = 3000,
-                        seed: int = 0, cls: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        seed: int = 0, cls: int | None = None, scores: np.ndarray | None = None,
+                        level: str = "high") -> tuple[np.ndarray, np.ndarray]:
     """Split the training indices into forget set F and retain set R = train \\ F (spec §1, |F| = 3000).
 
     ``kind='random'``: a seeded sample of ``size`` training indices; ``kind='class'``: every training index of class
-    ``cls`` (``size`` is ignored). ``labels`` is the label array of the whole training set, indexed by ``train_idx``'s
-    values. Returns sorted int64 arrays ``(forget_idx, retain_idx)``.
+    ``cls`` (``size`` is ignored); ``kind='memorization'``: by the memorization score ``scores`` (one per training
+    image, higher = more memorized, see :func:`memorization_scores`) — ``level`` 'high' takes the ``size`` highest,
+    'low' the ``size`` lowest, 'mid' the ``size`` closest to 0.5 (stable sorts, ties by index). ``labels`` (and
+    ``scores``) are arrays over the whole training set, indexed by ``train_idx``'s values. Returns sorted int64
+    arrays ``(forget_idx, retain_idx)``.
     """
     train_idx, labels = np.asarray(train_idx, dtype=np.int64), np.asarray(labels)
-    if kind == "random":
+    if kind in ("random", "memorization") and not 0 < size <= len(train_idx):
+        raise DataError(f"forget size={size}: must lie in [1, {len(train_idx)}] (the number of training samples)")
+    if kind == "memorization":
+        if scores is None:
+            raise DataError("kind='memorization' needs scores (see memorization_scores)")
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != labels.shape:
+            raise DataError(f"scores has shape {scores.shape}, expected one per training image {labels.shape}")
+        if level not in MEMORIZATION_LEVELS:
+            raise DataError(f"level={level!r}: choose one of {', '.join(MEMORIZATION_LEVELS)}")
+        s = scores[np.sort(train_idx)]
+        if not np.isfinite(s).all():
+            raise DataError("memorization scores of the training split contain NaN/inf")
+        key = {"high": -s, "low": s, "mid": np.abs(s - 0.5)}[level]
+        forget = np.sort(train_idx)[np.argsort(key, kind="stable")[:size]]
+    elif kind == "random":
         if not 0 < size <= len(train_idx):
             raise DataError(f"forget size={size}: must lie in [1, {len(train_idx)}] (the number of training samples)")
         forget = np.random.default_rng(seed).choice(train_idx, size=size, replace=False)
@@ -301,9 +320,62 @@ def forget_retain_split(train_idx: np.ndarray, labels: np.ndarray, kind: str = "
         if len(forget) == 0:
             raise DataError(f"cls={cls}: no training sample has this class")
     else:
-        raise DataError(f"kind={kind!r}: choose 'random' or 'class'")
+        raise DataError(f"kind={kind!r}: choose 'random', 'class' or 'memorization'")
     forget = np.sort(forget).astype(np.int64)
     return forget, np.setdiff1d(train_idx, forget).astype(np.int64)
+
+
+MEMORIZATION_LEVELS = ("high", "mid", "low")
+CSCORE_FILES = {"cifar10": CIFAR10_CSCORES, "cifar100": "cifar100-cscores.npz"}
+
+
+def memorization_scores(arrays: CifarArrays, source: str | Path | None = None,
+                        root: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """A memorization score per training image of ``arrays`` (aligned with ``arrays.train_y``; higher = more
+    memorized) and a sentence saying what it is.
+
+    ``source`` None or 'cscore': the proxy ``1 − C-score`` from ``cifar10-cscores.npz`` / ``cifar100-cscores.npz``
+    in ``root`` (a folder, or the folder of a data file; default: the shared data folder). The C-score (Jiang et
+    al., ICML 2021) is not the Feldman & Zhang memorization score the paper uses: the description says "proxy".
+    Otherwise a user file indexed by the original CIFAR training order: ``.npy`` (float, one per training image) or
+    ``.npz`` with ``scores`` (and optionally ``labels``, checked against the data). Scores are read as given:
+    higher = more memorized."""
+    if arrays.train_index.size and (arrays.train_index < 0).any():
+        raise DataError(f"the training order of {arrays.source} is unknown (no {CIFAR10_CSCORES} beside the JPEG "
+                        "archive?), so per-sample scores cannot be aligned with its images")
+    labels = None
+    if source in (None, "", "cscore"):
+        folder = Path(root) if root else default_data_root()
+        folder = folder.parent if folder.is_file() else folder
+        path = folder / CSCORE_FILES[arrays.name]
+        if not path.is_file():
+            raise DataError(f"no C-score file {path.name!r} in {str(folder)!r}; give a memorization score file "
+                            "(.npy, or .npz with 'scores') instead")
+        with np.load(path, allow_pickle=False) as z:
+            raw, labels = 1.0 - z["scores"].astype(np.float64), z["labels"]
+        description = (f"proxy memorization = 1 - C-score (Jiang et al. 2021) from {path.name}; not the Feldman & "
+                       "Zhang score of the paper")
+    else:
+        path = Path(source)
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    raw = z["scores"].astype(np.float64)
+                    labels = z["labels"] if "labels" in z.files else None
+            else:
+                raw = np.load(path, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"cannot read memorization scores {str(path)!r} ({type(exc).__name__}: {exc}); expected "
+                            ".npy (float, one per training image in the original order) or .npz with 'scores'") \
+                from None
+        description = f"memorization scores from {path}"
+    if raw.ndim != 1 or (arrays.train_index.size and arrays.train_index.max() >= len(raw)):
+        raise DataError(f"memorization scores have shape {raw.shape}: expected one per image of the original "
+                        f"training set (indices up to {int(arrays.train_index.max(initial=-1))})")
+    if labels is not None and not np.array_equal(np.asarray(labels)[arrays.train_index], arrays.train_y):
+        raise DataError(f"the labels stored with the memorization scores ({path.name}) do not match the training "
+                        f"labels of {arrays.source}: the scores belong to another dataset or order")
+    return raw[arrays.train_index], description
 
 
 SPLIT_ARRAYS = ("train", "val", "forget", "retain")
@@ -313,13 +385,14 @@ def save_split(path: str | Path, *, description: str = "", **arrays_and_seeds) -
     """Write the subsets every later stage shares as one npz (atomic write).
 
     Required keywords: index arrays ``train``, ``val``, ``forget``, ``retain`` and the integer ``seed``; any further
-    keyword is stored too (an integer such as ``forget_seed`` or an index array). Checked first: F ∩ R = ∅,
-    F ∪ R = train, val ∩ train = ∅.
+    keyword is stored too (an integer such as ``forget_seed``, an index array, or a float array such as
+    ``forget_scores``). Checked first: F ∩ R = ∅, F ∪ R = train, val ∩ train = ∅.
     """
     missing = [k for k in (*SPLIT_ARRAYS, "seed") if k not in arrays_and_seeds]
     if missing:
         raise DataError(f"save_split needs {', '.join(missing)} (index arrays {', '.join(SPLIT_ARRAYS)} and seed)")
-    out = {k: np.asarray(v, dtype=np.int64) for k, v in arrays_and_seeds.items()}
+    out = {k: np.asarray(v, dtype=np.float64 if np.asarray(v).dtype.kind == "f" and k not in SPLIT_ARRAYS
+                         else np.int64) for k, v in arrays_and_seeds.items()}
     forget, retain, train = out["forget"], out["retain"], out["train"]
     if np.intersect1d(forget, retain).size or not np.array_equal(np.union1d(forget, retain), np.unique(train)):
         raise DataError("forget and retain must be disjoint and together equal the training indices")

@@ -18,6 +18,7 @@ from empirical.data import (
     forget_retain_split,
     load_cifar,
     load_split,
+    memorization_scores,
     save_split,
     split_train_val,
 )
@@ -153,6 +154,76 @@ def test_forget_retain_random_and_class():
         forget_retain_split(train, labels, "memorisation")
 
 
+def test_forget_sets_by_memorization_level():
+    labels = np.arange(40) % 4
+    scores = np.linspace(0.0, 1.0, 40)[np.random.default_rng(0).permutation(40)]
+    scores[[3, 17, 21]] = 0.5  # ties: broken by index
+    train = np.setdiff1d(np.arange(40), [0, 5, 9, 12])  # val removed: never in F
+    order = train[np.argsort(scores[train], kind="stable")]
+    high, retain = forget_retain_split(train, labels, "memorization", size=6, scores=scores, level="high")
+    assert np.array_equal(high, np.sort(train[np.argsort(-scores[train], kind="stable")][:6]))
+    assert set(high) == set(order[-6:]) and np.array_equal(np.union1d(high, retain), train)
+    low, _ = forget_retain_split(train, labels, "memorization", size=6, scores=scores, level="low")
+    assert set(low) == set(order[:6]) and scores[low].max() < scores[high].min()
+    mid, _ = forget_retain_split(train, labels, "memorization", size=2, scores=scores, level="mid")
+    assert mid.tolist() == [3, 17]  # three scores of exactly 0.5: the two lowest indices
+    mid5, _ = forget_retain_split(train, labels, "memorization", size=5, scores=scores, level="mid")
+    closest = np.sort(np.abs(scores[train] - 0.5))[:5]
+    assert np.allclose(np.sort(np.abs(scores[mid5] - 0.5)), closest)
+    for bad, match in ((dict(scores=None), "needs scores"), (dict(scores=scores[:-1]), "shape"),
+                       (dict(scores=scores, level="top"), "level"), (dict(scores=scores, size=0), "forget size")):
+        kw = {"size": 6, **bad}
+        with pytest.raises(DataError, match=match):
+            forget_retain_split(train, labels, "memorization", **kw)
+    nan = scores.copy()
+    nan[train[0]] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        forget_retain_split(train, labels, "memorization", size=6, scores=nan)
+
+
+def test_memorization_scores_from_a_user_file_are_aligned_and_checked(tmp_path):
+    write_cifar10(tmp_path, per_batch=4)
+    d = load_cifar("cifar10", tmp_path)
+    raw = np.random.default_rng(1).random(20)
+    np.save(tmp_path / "mem.npy", raw)
+    scores, what = memorization_scores(d, tmp_path / "mem.npy")
+    assert np.array_equal(scores, raw) and "mem.npy" in what  # pickles are in the original order
+    np.savez(tmp_path / "mem.npz", scores=raw, labels=d.train_y)
+    assert np.array_equal(memorization_scores(d, tmp_path / "mem.npz")[0], raw)
+    np.savez(tmp_path / "other.npz", scores=raw, labels=(d.train_y + 1) % 10)
+    with pytest.raises(DataError, match="do not match"):
+        memorization_scores(d, tmp_path / "other.npz")
+    np.save(tmp_path / "short.npy", raw[:5])
+    with pytest.raises(DataError, match="one per image"):
+        memorization_scores(d, tmp_path / "short.npy")
+    with pytest.raises(DataError, match="cannot read"):
+        memorization_scores(d, tmp_path / "missing.npy")
+    with pytest.raises(DataError, match="C-score file"):
+        memorization_scores(d, None, root=tmp_path)  # no C-score file beside these pickles
+    # a reordered subset (as the JPEG archive gives): scores follow train_index, not the row order
+    sub = data_module.CifarArrays("cifar10", d.train_x[[4, 1]], d.train_y[[4, 1]], d.test_x, d.test_y, d.classes,
+                                  "subset", np.array([4, 1]))
+    assert np.array_equal(memorization_scores(sub, tmp_path / "mem.npy")[0], raw[[4, 1]])
+    unknown = data_module.CifarArrays("cifar10", d.train_x, d.train_y, d.test_x, d.test_y, d.classes, "jpeg",
+                                      np.full(20, -1))
+    with pytest.raises(DataError, match="training order"):
+        memorization_scores(unknown, tmp_path / "mem.npy")
+
+
+def test_cscore_proxy_on_the_real_jpeg_slice(tmp_path):
+    archive = _shared("cifar10-jpg.tar.xz")
+    cscores = np.load(_shared("cifar10-cscores.npz"))["scores"]
+    d = load_cifar("cifar10", archive, cache_dir=tmp_path, limit_per_class=20)
+    scores, what = memorization_scores(d, root=archive)
+    assert np.allclose(scores, 1 - cscores[d.train_index]) and "proxy" in what and "C-score" in what
+    train, _ = split_train_val(d.train_y, seed=2)
+    high, _ = forget_retain_split(train, d.train_y, "memorization", size=15, scores=scores, level="high")
+    low, _ = forget_retain_split(train, d.train_y, "memorization", size=15, scores=scores, level="low")
+    # high memorization = the lowest C-scores of the training split
+    c = cscores[d.train_index]
+    assert c[high].max() <= np.sort(c[train])[14] and c[low].min() >= np.sort(c[train])[-15]
+
+
 def test_split_file_round_trip(tmp_path):
     labels = np.arange(100) % 10
     train, val = split_train_val(labels, seed=5)
@@ -160,6 +231,9 @@ def test_split_file_round_trip(tmp_path):
     path = save_split(tmp_path / "sub" / "split.npz", train=train, val=val, forget=forget, retain=retain, seed=5,
                       forget_seed=6, description="toy split")
     back = load_split(path)
+    assert load_split(save_split(tmp_path / "f.npz", train=train, val=val, forget=forget, retain=retain, seed=5,
+                                 forget_scores=np.linspace(0, 1, 9)))["forget_scores"].tolist() == \
+        np.linspace(0, 1, 9).tolist()  # float arrays stay float
     for key, value in (("train", train), ("val", val), ("forget", forget), ("retain", retain)):
         assert np.array_equal(back[key], value) and back[key].dtype == np.int64
     assert back["seed"] == 5 and back["forget_seed"] == 6 and back["description"] == "toy split"

@@ -195,3 +195,24 @@ def test_gpu_check_script_isolates_failures_and_keeps_partial_results(fixture_ro
         assert set(result["errors"]) == {"sgd", "sam", "retrain"}
         assert all("needs a CUDA device" in e for e in result["errors"].values()) and not result["runs"]
         assert "FAILED" in capsys.readouterr().out
+
+
+def test_memorization_forget_set_reaches_the_run_and_its_split_file(fixture_root, tmp_path, capsys):
+    from empirical.data import load_cifar, load_split
+
+    labels = load_cifar("cifar10", fixture_root).train_y
+    scores = np.random.default_rng(3).random(len(labels))
+    np.savez(tmp_path / "mem.npz", scores=scores, labels=labels)
+    code = main(["pretrain", "--preset", "smoke", "--set", "epochs=1", "--set", "forget_size=25", "--set",
+                 "forget_kind=memorization", "--set", "forget_level=low", "--set",
+                 f"memorization_scores={tmp_path / 'mem.npz'}", "--data-root", fixture_root, "--out",
+                 str(tmp_path / "mem")])
+    assert code == 0, capsys.readouterr().err
+    split = load_split(tmp_path / "mem" / "split.npz")
+    train = split["train"]
+    assert np.array_equal(split["forget"], np.sort(train[np.argsort(scores[train], kind="stable")[:25]]))
+    assert np.array_equal(split["forget_scores"], scores[split["forget"]])
+    assert "low-memorization by memorization scores from" in split["description"]
+    assert main(["pretrain", "--set", "forget_kind=memorization", "--set", "forget_level=top", "--data-root",
+                 fixture_root, "--out", str(tmp_path / "bad")]) == 2
+    assert "forget_level" in capsys.readouterr().err

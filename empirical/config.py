@@ -93,8 +93,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on a CPU: a narrow ResNet-18 on 40 images per class
     "smoke": dict(limit_per_class=40, width=8, epochs=5, batch_size=64, lr=0.05, forget_size=40, bf16=False,
                   channels_last=False),
-    # minutes on one H100: ResNet-18 at full width to >= 93 % test accuracy
-    "quick": dict(epochs=30, batch_size=512, lr=0.2, warmup_epochs=1.0, label_smoothing=0.1),
+    # minutes on one H100: ResNet-18 at full width to >= 93 % test accuracy (a guess until a GPU run says: 40 epochs
+    # rather than 30 leave margin for the JPEG copy's lower accuracy; lr 0.2 is the paper's 0.1 scaled to batch 512)
+    "quick": dict(epochs=40, batch_size=512, lr=0.2, warmup_epochs=1.0, label_smoothing=0.1),
     # the paper's recipe (spec §1)
     "paper": dict(),
 }

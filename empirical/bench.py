@@ -152,6 +152,53 @@ def time_baseline(cfg: TrainConfig, images, labels, steps: int, device, workers:
     return stop() / steps * (EPOCH_IMAGES / cfg.batch_size)
 
 
+def check_graphs(device: torch.device, optimizer: str = "sam", steps: int = 8, batch_size: int = 64, width: int = 16,
+                 capture: bool | None = None, seed: int = 0) -> dict:
+    """Train two identical narrow ResNet-18s on the same random batches, one with the eager step and one with the
+    graphed step (:class:`empirical.steps.GraphedStep`, warm-up 2, one partial batch after the capture), under a
+    learning rate that halves every step, and compare. A graph that read a stale learning rate, stale inputs or
+    stale buffers would drift far apart; the eager/graphed difference should be rounding (cuDNN may pick other
+    algorithms; bf16 autocast as in training). ``capture=False`` rehearses it exactly on a CPU."""
+    from .models import build_model
+
+    capture = device.type == "cuda" if capture is None else capture
+    cfg = TrainConfig(optimizer=optimizer, lr=0.2, rho=0.05, cuda_graphs=True, batch_size=batch_size,
+                      device=device.type)
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [batch_size] * (steps - 1)
+    sizes.insert(4, batch_size // 2 + 1)  # a partial batch after the capture
+    batches = [(torch.rand(b, 3, 32, 32, generator=gen).to(device), torch.randint(0, 10, (b,), generator=gen)
+                .to(device)) for b in sizes]
+    if cfg.channels_last and device.type == "cuda":
+        batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
+    trained = []
+    for graphed in (False, True):
+        torch.manual_seed(seed)
+        model = build_model("resnet18", 10, width, "cifar10").to(device)
+        if cfg.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        initial = [p.detach().float().cpu().clone() for p in model.parameters()]
+        opt = build_optimizer(cfg, model, device)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 ** k)
+        step = make_step(model, opt, device, bf16=cfg.bf16, cuda_graphs=graphed, batch_size=batch_size,
+                         capture=capture)
+        losses = []
+        for x, y in batches:
+            losses.append(step(x, y))
+            schedule.step()
+        status = step.status if isinstance(step, GraphedStep) else "eager"
+        trained.append((torch.stack(losses).float().cpu(), [p.detach().float().cpu() for p in model.parameters()],
+                        status))
+    (loss_a, params_a, _), (loss_b, params_b, status) = trained
+    flat = lambda ps: torch.cat([p.reshape(-1) for p in ps])  # noqa: E731
+    update = float((flat(params_a) - flat(initial)).norm())
+    diff = float((flat(params_a) - flat(params_b)).norm())
+    return {"optimizer": optimizer, "steps": len(batches), "status": status, "update_norm": update,
+            "param_diff_norm": diff, "diff_over_update": diff / max(update, 1e-30),
+            "max_loss_abs_diff": float((loss_a - loss_b).abs().max())}
+
+
 def run(steps: int = 60, quick: bool = False, workers: int = 8, data_root: str | None = None) -> dict:
     cfg0 = TrainConfig(width=8 if quick else 64)
     device = resolve_device(cfg0)

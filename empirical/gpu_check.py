@@ -3,7 +3,9 @@
     python -m empirical.gpu_check [--data-root DIR] [--out $OUT] [--budget-s 540]
 
 1. load CIFAR-10 from the JPEG archive (decoded once, cached) and time it;
-2. a short run of the epoch-time benchmark: ours (eager, and with CUDA graphs) vs the DataLoader/fp32 baseline;
+2. the CUDA-graph check (a graphed narrow ResNet-18 trained beside an eager one, SGD and SAM: the difference must be
+   rounding) and a short run of the epoch-time benchmark: ours (eager, and with CUDA graphs) vs the DataLoader/fp32
+   baseline;
 3. the ``quick`` preset: pretrain ResNet-18 with SGD and with SAM (target >= 93 % test accuracy each) and one retrain
    on R, with CUDA graphs when the benchmark captured them;
 4. print a table and write ``gpu_check.json`` under ``--out`` (default ``$OUT`` or the current folder).
@@ -22,10 +24,11 @@ import time
 import traceback
 from pathlib import Path
 
-from simulations.provenance import atomic_write_json
+from simulations.provenance import atomic_write_json, provenance
 
 RUNS = (("sgd", "pretrain", "sgd"), ("sam", "pretrain", "sam"), ("retrain", "retrain", "sgd"))
 TARGET_TEST_ACC = 0.93
+GRAPH_TOLERANCE = 0.05  # eager vs graphed parameters after 8 steps, relative to the update: rounding is far below
 
 
 def _say(text: str) -> None:
@@ -50,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA graphs for the preset runs (auto: when the benchmark captured them)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, to rehearse the script on a CPU")
     args = parser.parse_args(argv)
+    from .bench import check_graphs, table_rows
     from .bench import run as run_bench
-    from .bench import table_rows
     from .config import make_config
     from .data import load_cifar
     from .trainer import train
@@ -85,6 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     if arrays is not None:
         result["data"] = {"source": arrays.source, "train": len(arrays.train_y), "test": len(arrays.test_y),
                           "load_s": time.perf_counter() - t0}
+    from .trainer import resolve_device
+
+    device = resolve_device(make_config(preset))
+    result["device"] = provenance(str(device))["device"]
+    _say(f"device: {result['device']}")
+    size = dict(batch_size=16, width=4) if args.smoke else {}
+    checks = stage("graphs_check", lambda: [check_graphs(device, opt, capture=device.type == "cuda", **size)
+                                            for opt in ("sgd", "sam")])
+    graphs_ok = False
+    if checks is not None:
+        result["graphs_check"] = checks
+        graphs_ok = all(c["status"] in ("captured", "rehearsed") and c["diff_over_update"] < GRAPH_TOLERANCE
+                        for c in checks)
+        for c in checks:
+            _say(f"graphs check {c['optimizer']}: {c['status']}, |eager - graphed| / |update| = "
+                 f"{c['diff_over_update']:.2e}, max loss diff {c['max_loss_abs_diff']:.2e}")
+    result["graphs_check_ok"] = graphs_ok
     steps = args.bench_steps if args.bench_steps is not None else (5 if args.smoke else 30)
     bench = None
     if steps > 0:
@@ -94,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in table_rows(bench):
             _say(line)
     captured = bench is not None and all(f"{o}_graphs_epoch_s_b512" in bench for o in ("sgd", "sam"))
-    graphs = args.graphs == "on" or (args.graphs == "auto" and captured)
+    graphs = args.graphs == "on" or (args.graphs == "auto" and captured and graphs_ok)
     result["preset_cuda_graphs"] = graphs
 
     extra = {"data_root": args.data_root} if args.data_root else {}
@@ -137,8 +157,11 @@ def _estimate_s(bench: dict | None, cfg) -> float | None:
 def _print_table(result: dict, out: Path) -> None:
     bench = result.get("bench")
     print()
+    print(f"device: {result['device']}")
+    for c in result.get("graphs_check", []):
+        print(f"graphs check {c['optimizer']}: {c['status']}, |eager - graphed| / |update| {c['diff_over_update']:.2e} "
+              f"(ok below {GRAPH_TOLERANCE})")
     if bench:
-        print(f"device: {bench['device']}")
         print(f"{'':10s} {'batch':>6s} {'ours s/epoch':>13s} {'baseline':>9s} {'speedup':>8s} {'TFLOP/s':>8s}")
         from .bench import table_rows
 

@@ -155,3 +155,28 @@ def test_a_scheduler_that_replaces_the_lr_tensor_is_put_right():
     opt.param_groups[0]["lr"] = torch.tensor(0.0123)  # what an older LRScheduler.step does
     _keep_lr_tensors(opt, captured)
     assert opt.param_groups[0]["lr"] is captured[0] and float(captured[0]) == pytest.approx(0.0123)
+
+
+def test_graph_check_is_exact_in_rehearsal_and_sees_stale_inputs(monkeypatch):
+    from empirical import bench
+
+    for optimizer in ("sgd", "sam"):
+        report = bench.check_graphs(CPU, optimizer, steps=6, batch_size=8, width=4, capture=False)
+        assert report["status"] == "rehearsed" and report["update_norm"] > 0
+        assert report["diff_over_update"] == 0.0 and report["max_loss_abs_diff"] == 0.0
+
+    def stale_make_step(*args, cuda_graphs=False, **kw):  # a broken "graph": replays the first batch it saw
+        step = make_step(*args, **kw)
+        if not cuda_graphs:
+            return step
+        seen = []
+
+        def replay(x, y):
+            seen.append((x, y))
+            return step(*seen[0]) if x.shape == seen[0][0].shape else step(x, y)
+
+        return replay
+
+    monkeypatch.setattr(bench, "make_step", stale_make_step)
+    report = bench.check_graphs(CPU, "sgd", steps=6, batch_size=8, width=4, capture=False)
+    assert report["diff_over_update"] > 0.05

@@ -47,6 +47,7 @@ class TrainConfig:
     forget_class: int = 0
     forget_level: str = "high"  # forget_kind=memorization: the size highest / closest to 0.5 / lowest scores
     memorization_scores: str = ""  # empty: proxy 1 - C-score from the data folder; else a .npy/.npz score file
+    split_file: str = ""  # a split.npz of an earlier run: reuse its train/val/forget/retain indices exactly
     forget_seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA only

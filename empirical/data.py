@@ -393,17 +393,28 @@ def save_split(path: str | Path, *, description: str = "", **arrays_and_seeds) -
         raise DataError(f"save_split needs {', '.join(missing)} (index arrays {', '.join(SPLIT_ARRAYS)} and seed)")
     out = {k: np.asarray(v, dtype=np.float64 if np.asarray(v).dtype.kind == "f" and k not in SPLIT_ARRAYS
                          else np.int64) for k, v in arrays_and_seeds.items()}
-    forget, retain, train = out["forget"], out["retain"], out["train"]
-    if np.intersect1d(forget, retain).size or not np.array_equal(np.union1d(forget, retain), np.unique(train)):
-        raise DataError("forget and retain must be disjoint and together equal the training indices")
-    if np.intersect1d(train, out["val"]).size:
-        raise DataError("train and val indices overlap")
+    check_split(out)
     buf = io.BytesIO()
     np.savez(buf, description=np.str_(description), **out)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def check_split(split: dict, n_train: int | None = None, name: str = "split") -> None:
+    """Check the index sets of a split: F ∩ R = ∅, F ∪ R = train, train ∩ val = ∅, and with ``n_train`` (the size of
+    the training set it is used with) every index in range."""
+    for key in SPLIT_ARRAYS if n_train is not None else ():
+        idx = split[key]
+        if idx.size and (idx.min() < 0 or idx.max() >= n_train):
+            raise DataError(f"{name}: {key} indices run to {int(idx.max())}, but this training set has {n_train} "
+                            "images: the split belongs to another dataset or data limit")
+    forget, retain, train = split["forget"], split["retain"], split["train"]
+    if np.intersect1d(forget, retain).size or not np.array_equal(np.union1d(forget, retain), np.unique(train)):
+        raise DataError(f"{name}: forget and retain must be disjoint and together equal the training indices")
+    if np.intersect1d(train, split["val"]).size:
+        raise DataError(f"{name}: train and val indices overlap")
 
 
 def load_split(path: str | Path) -> dict:

@@ -63,24 +63,41 @@ class Prepared:
 
 
 def prepare_data(cfg: TrainConfig, device: torch.device, out: Path | None = None) -> Prepared:
-    """Load CIFAR, split 90/10 per class (seeded) and choose the forget set; save the indices with their seeds."""
+    """Load CIFAR, split 90/10 per class (seeded) and choose the forget set — or take all four index sets from
+    ``cfg.split_file`` — and save the indices with their seeds in ``out/split.npz``."""
     from .augment import DeviceData
-    from .data import forget_retain_split, load_cifar, memorization_scores, save_split, split_train_val
+    from .data import (
+        check_split,
+        forget_retain_split,
+        load_cifar,
+        load_split,
+        memorization_scores,
+        save_split,
+        split_train_val,
+    )
 
     arrays = load_cifar(cfg.dataset, cfg.data_root or None, limit_per_class=cfg.limit_per_class or None)
-    train_idx, val_idx = split_train_val(arrays.train_y, seed=cfg.seed, val_fraction=cfg.val_fraction)
-    scores, what = None, f"forget {cfg.forget_kind}"
-    if cfg.forget_kind == "memorization":
-        scores, source = memorization_scores(arrays, cfg.memorization_scores or None, cfg.data_root or None)
-        what = f"forget {cfg.forget_level}-memorization by {source}"
-    forget_idx, retain_idx = forget_retain_split(train_idx, arrays.train_y, kind=cfg.forget_kind,
-                                                 size=cfg.forget_size, seed=cfg.forget_seed, cls=cfg.forget_class,
-                                                 scores=scores, level=cfg.forget_level)
-    if out is not None:
-        extra = {"forget_scores": scores[forget_idx]} if scores is not None else {}
-        save_split(out / "split.npz", train=train_idx, val=val_idx, forget=forget_idx, retain=retain_idx,
-                   seed=cfg.seed, forget_seed=cfg.forget_seed, **extra,
-                   description=f"{cfg.dataset} ({arrays.source}); {what}, |F| = {len(forget_idx)}")
+    if cfg.split_file:
+        split = load_split(cfg.split_file)
+        check_split(split, len(arrays.train_y), cfg.split_file)
+        train_idx, val_idx, forget_idx, retain_idx = (split[k] for k in ("train", "val", "forget", "retain"))
+        if out is not None:
+            kept = {k: v for k, v in split.items() if k != "description"}
+            save_split(out / "split.npz", **kept, description=f"{split['description']} [from {cfg.split_file}]")
+    else:
+        train_idx, val_idx = split_train_val(arrays.train_y, seed=cfg.seed, val_fraction=cfg.val_fraction)
+        scores, what = None, f"forget {cfg.forget_kind}"
+        if cfg.forget_kind == "memorization":
+            scores, source = memorization_scores(arrays, cfg.memorization_scores or None, cfg.data_root or None)
+            what = f"forget {cfg.forget_level}-memorization by {source}"
+        forget_idx, retain_idx = forget_retain_split(train_idx, arrays.train_y, kind=cfg.forget_kind,
+                                                     size=cfg.forget_size, seed=cfg.forget_seed,
+                                                     cls=cfg.forget_class, scores=scores, level=cfg.forget_level)
+        if out is not None:
+            extra = {"forget_scores": scores[forget_idx]} if scores is not None else {}
+            save_split(out / "split.npz", train=train_idx, val=val_idx, forget=forget_idx, retain=retain_idx,
+                       seed=cfg.seed, forget_seed=cfg.forget_seed, **extra,
+                       description=f"{cfg.dataset} ({arrays.source}); {what}, |F| = {len(forget_idx)}")
     to = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)  # noqa: E731
     train, test = DeviceData(arrays.train_x, arrays.train_y, device), DeviceData(arrays.test_x, arrays.test_y, device)
     return Prepared(train, test, to(train_idx), to(val_idx), to(forget_idx), to(retain_idx), len(arrays.classes),

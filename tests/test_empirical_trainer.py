@@ -216,3 +216,29 @@ def test_memorization_forget_set_reaches_the_run_and_its_split_file(fixture_root
     assert main(["pretrain", "--set", "forget_kind=memorization", "--set", "forget_level=top", "--data-root",
                  fixture_root, "--out", str(tmp_path / "bad")]) == 2
     assert "forget_level" in capsys.readouterr().err
+
+
+def test_a_later_stage_reuses_the_split_file_exactly(fixture_root, tmp_path, capsys):
+    from empirical.data import load_split, save_split
+
+    first = train(tiny(fixture_root, epochs=1), tmp_path / "pre", progress=False)
+    source = load_split(first["split"])
+    # another forget seed and size: ignored, the indices come from the file
+    cfg = tiny(fixture_root, epochs=1, forget_seed=9, forget_size=11, split_file=first["split"])
+    rec = train(cfg, tmp_path / "re", stage="retrain", progress=False)
+    again = load_split(rec["split"])
+    for key in ("train", "val", "forget", "retain"):
+        assert np.array_equal(again[key], source[key]), key
+    assert again["seed"] == source["seed"] and f"[from {first['split']}]" in again["description"]
+    # a split of another dataset size, a broken split, a missing file: one clear error each, nothing written
+    n = len(source["train"]) + len(source["val"])
+    save_split(tmp_path / "big.npz", train=np.arange(n + 5), val=np.zeros(0), forget=np.arange(3),
+               retain=np.arange(3, n + 5), seed=0)
+    for path, match in ((tmp_path / "big.npz", "another dataset"), (tmp_path / "none.npz", "cannot read")):
+        with pytest.raises(ConfigError, match=match):
+            train(cfg.replace(split_file=str(path)), tmp_path / "bad", stage="retrain", progress=False)
+    np.savez(tmp_path / "overlap.npz", description="x", seed=0, train=source["train"], val=source["train"][:2],
+             forget=source["forget"], retain=source["retain"])
+    with pytest.raises(ConfigError, match="overlap"):
+        train(cfg.replace(split_file=str(tmp_path / "overlap.npz")), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "split.npz").exists()

@@ -4,6 +4,7 @@
     python -m empirical pretrain --preset paper --set optimizer=sam --set rho=0.1 --out results/sam01
     python -m empirical retrain --preset paper --set forget_size=3000 --out results/retrain
     python -m empirical download --dataset cifar10 --dest ~/data          # checksummed; then --data-root ~/data
+    python -m empirical unlearn --from results/pre --method neggrad --set alpha=0.99 --out results/neggrad
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
         p.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: shared data)")
         p.add_argument("--out", required=True, type=Path)
+    un = sub.add_parser("unlearn", help="run an unlearning method on a pretrained model (its split, exactly)")
+    un.add_argument("--from", dest="source", required=True, type=Path, help="the --out folder of a pretrain run")
+    un.add_argument("--method", default=None, help="ft, ga, rl, neggrad, l1_sparse, salun or sharp_minmax")
+    un.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    un.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: the source run's)")
+    un.add_argument("--out", required=True, type=Path)
     dl = sub.add_parser("download", help="download and verify the standard CIFAR python archive")
     dl.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"))
     dl.add_argument("--dest", required=True, type=Path)
@@ -45,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "unlearn":
+        return _unlearn(args)
     from .trainer import TrainingDiverged, train
 
     try:
@@ -59,6 +68,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.command}: train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
           f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
+    print(f"wrote {Path(args.out) / 'record.json'}")
+    return 0
+
+
+def _unlearn(args) -> int:
+    from .unlearn import UnlearnConfig, parse_overrides, unlearn
+
+    try:
+        overrides = parse_overrides(args.set)
+        if args.method:
+            overrides["method"] = args.method
+        if args.data_root:
+            overrides["data_root"] = args.data_root
+        record = unlearn(UnlearnConfig(**overrides), args.source, args.out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    a, b = record["accuracy"], record["source_accuracy"]
+    print(f"{record['method']}: retain {b['retain']:.2f} -> {a['retain']:.2f}  forget {b['forget']:.2f} -> "
+          f"{a['forget']:.2f}  test {b['test']:.2f} -> {a['test']:.2f}  ({sum(record['epoch_seconds']):.1f} s on "
+          f"{record['device']})")
     print(f"wrote {Path(args.out) / 'record.json'}")
     return 0
 

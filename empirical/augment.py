@@ -68,12 +68,17 @@ class DeviceData:
 
     def batches(self, indices: np.ndarray | torch.Tensor | None, batch_size: int, shuffle: bool = False,
                 augment: bool = False, generator: torch.Generator | None = None, drop_last: bool = False,
-                dtype: torch.dtype = torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                dtype: torch.dtype = torch.float32,
+                labels: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch over ``indices`` (all samples if None): ``(x, y)`` with x float in [0, 1], (B, 3, 32, 32).
 
         ``shuffle`` permutes the order with ``generator``; ``augment`` applies :func:`random_crop_flip` with the
-        same generator; ``drop_last`` drops a final batch smaller than ``batch_size``.
+        same generator; ``drop_last`` drops a final batch smaller than ``batch_size``; ``labels`` (one per image, on
+        the device) replaces the stored labels, e.g. relabelled forget samples.
         """
+        if labels is not None and labels.shape != self.labels.shape:
+            raise ValueError(f"labels must have shape {tuple(self.labels.shape)}, got {tuple(labels.shape)}")
+        labels = self.labels if labels is None else labels.to(self.device)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be a positive integer")
         if indices is None:
@@ -91,4 +96,4 @@ class DeviceData:
             x = self.images[chunk]
             if augment:
                 x = random_crop_flip(x, generator=generator)
-            yield x.to(dtype).div_(255), self.labels[chunk]
+            yield x.to(dtype).div_(255), labels[chunk]

@@ -23,6 +23,28 @@ CHOICES = {
 }
 
 
+def check_fields(config: Any, choices: dict[str, tuple[str, ...]], non_negative: tuple[str, ...] = (),
+                 positive: tuple[str, ...] = ()) -> None:
+    """Type-check a frozen config dataclass (ints become floats where a float is declared), its choice fields
+    and its ranges; raise one :class:`ConfigError` naming the field."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, f.name, float(value))
+            continue
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ConfigError(f"{f.name}={value!r}: expected {want.__name__}")
+        if f.name in choices and value not in choices[f.name]:
+            raise ConfigError(f"{f.name}={value!r}: choose one of {', '.join(choices[f.name])}")
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name}={getattr(config, name)}: must be >= 0")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}={getattr(config, name)}: must be a positive integer")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "cifar10"
@@ -56,22 +78,8 @@ class TrainConfig:
     cuda_graphs: bool = False  # capture the whole step (both SAM passes, the update) once and replay it (CUDA only)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-                continue
-            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise ConfigError(f"{f.name}={value!r}: expected {want.__name__}")
-            if f.name in CHOICES and value not in CHOICES[f.name]:
-                raise ConfigError(f"{f.name}={value!r}: choose one of {', '.join(CHOICES[f.name])}")
-        for name in ("lr", "rho", "weight_decay", "momentum", "warmup_epochs", "label_smoothing"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
-        for name in ("batch_size", "epochs", "width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be a positive integer")
+        check_fields(self, CHOICES, non_negative=("lr", "rho", "weight_decay", "momentum", "warmup_epochs",
+                                                  "label_smoothing"), positive=("batch_size", "epochs", "width"))
         if self.compile and self.cuda_graphs:
             raise ConfigError("compile and cuda_graphs together are not supported; choose one")
         if not 0 < self.val_fraction < 1:
@@ -88,7 +96,12 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-FIELD_TYPES = {f.name: {"int": int, "float": float, "bool": bool, "str": str}[f.type] for f in fields(TrainConfig)}
+def field_types(cls) -> dict[str, type]:
+    """Field name → Python type of a config dataclass (for the typed ``--set`` parser)."""
+    return {f.name: {"int": int, "float": float, "bool": bool, "str": str}[f.type] for f in fields(cls)}
+
+
+FIELD_TYPES = field_types(TrainConfig)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds on a CPU: a narrow ResNet-18 on 40 images per class

@@ -18,6 +18,9 @@ ga         −CE on F                                                           
 rl         CE on R ∪ F, F relabelled uniformly at random each epoch (``rl_exclude_true``)   0.1     10
 neggrad    α CE(R batch) − (1−α) CE(F batch) per step; an epoch is one pass over R          0.01    5
 l1_sparse  CE on R + α_t ||θ||₁, α_t = α (1 − t/T) decays linearly to 0                     0.01    10
+scrub      per epoch: while epoch < ``scrub_msteps``, a max-step pass over F minimising −KL;  5e-3    5
+           then a min-step pass over R on γ CE + β KL; KL = T² KL(p_teacher ‖ p_student) at
+           temperature T against the frozen original model (γ 0.99, β 0.001, T 4: a guess)
 salun      rl with the update restricted to the saliency mask M                             0.1     10
 sharp_min  per step: SAM-min on α CE(R) over W_R = ¬M, then SAM-max on −(1−α) CE(F) over   0.01    5
 max        W_F = M (``forget_rho`` = 0 gives "SAM on the retain loss only"; ``optimizer=sgd``
@@ -30,13 +33,14 @@ fraction ``mask_fraction`` of entries with the largest |G|, ranked over all para
 frozen entirely: no gradient, no weight decay, no momentum (spec §6 item 3's default).
 
 Choices of spec §6, as options: ``base`` sgd (default) or adamw (the released code, item 1); ``forget_bn`` "train"
-(default: forget batches move BatchNorm statistics, as the methods do) or "eval" (item 5). Not built yet: SCRUB.
+(default: forget batches move BatchNorm statistics, as the methods do) or "eval" (item 5).
 The learning-rate schedule is constant by default (``schedule=cosine`` to anneal): the spec does not say — a guess.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import io
@@ -58,10 +62,10 @@ from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure
 from .config import TrainConfig, check_fields, field_types
 from .steps import autocast
 
-METHODS = ("ft", "ga", "rl", "neggrad", "l1_sparse", "salun", "sharp_minmax")
+METHODS = ("ft", "ga", "rl", "neggrad", "l1_sparse", "scrub", "salun", "sharp_minmax")
 DEFAULTS = {  # method: (lr, epochs), spec §2 (RUM's grid)
     "ft": (0.01, 10), "ga": (1e-4, 5), "rl": (0.1, 10), "neggrad": (0.01, 5), "l1_sparse": (0.01, 10),
-    "salun": (0.1, 10), "sharp_minmax": (0.01, 5),
+    "scrub": (5e-3, 5), "salun": (0.1, 10), "sharp_minmax": (0.01, 5),
 }
 MASKED = ("salun", "sharp_minmax")
 CHOICES = {"method": METHODS, "optimizer": ("sgd", "sam", "asam"), "base": ("sgd", "adamw"),
@@ -86,6 +90,10 @@ class UnlearnConfig:
     mask_fraction: float = 0.3  # salun, sharp_minmax: q
     mask_rule: str = "largest"
     rl_exclude_true: bool = False
+    scrub_msteps: int = 4  # scrub: epochs that begin with a max-step pass over F
+    scrub_temperature: float = 4.0
+    scrub_beta: float = 0.001  # scrub: weight of the KL term of the min-step (a guess: the SCRUB code's default)
+    scrub_gamma: float = 0.99  # scrub: weight of the CE term of the min-step (likewise)
     forget_bn: str = "train"
     schedule: str = "constant"
     seed: int = 0
@@ -95,8 +103,11 @@ class UnlearnConfig:
     data_root: str = ""  # empty: the source run's data root
 
     def __post_init__(self) -> None:
-        check_fields(self, CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "alpha", "epochs"),
+        check_fields(self, CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "alpha", "epochs",
+                                                  "scrub_msteps", "scrub_beta", "scrub_gamma"),
                      positive=("batch_size",))
+        if not self.scrub_temperature > 0:
+            raise ConfigError(f"scrub_temperature={self.scrub_temperature}: must be > 0")
         if not 0 < self.mask_fraction <= 1:
             raise ConfigError(f"mask_fraction={self.mask_fraction}: must lie in (0, 1]")
         if self.method in ("neggrad", "sharp_minmax") and not self.alpha <= 1:
@@ -275,12 +286,21 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
         atomic_write_bytes(out / "mask.pt", buf.getvalue())
 
     epochs = cfg.num_epochs
-    steps_per_epoch = math.ceil(len(retain) / cfg.batch_size)
-    if cfg.method == "ga":
-        steps_per_epoch = math.ceil(len(forget) / min(cfg.batch_size, len(forget)))
-    elif cfg.method in ("rl", "salun"):
-        steps_per_epoch = math.ceil((len(retain) + len(forget)) / cfg.batch_size)
-    total = max(1, epochs * steps_per_epoch)
+    forget_batch = min(cfg.batch_size, len(forget))
+    union = torch.cat([retain, forget])
+
+    def phases(epoch: int) -> list[tuple[str, torch.Tensor, int]]:
+        """What one epoch passes over: (step kind, indices, batch size) in order."""
+        if cfg.method == "ga":
+            return [("ga", forget, forget_batch)]
+        if cfg.method in ("rl", "salun"):
+            return [("relabelled", union, cfg.batch_size)]
+        if cfg.method == "scrub":
+            return ([("scrub_max", forget, forget_batch)] if epoch < cfg.scrub_msteps else []) + \
+                [("scrub_min", retain, cfg.batch_size)]
+        return [(cfg.method, retain, cfg.batch_size)]
+
+    total = max(1, sum(math.ceil(len(idx) / b) for e in range(epochs) for _, idx, b in phases(e)))
     optimizers = [_optimizer(cfg, model, cfg.rho)]
     if cfg.method == "sharp_minmax":
         forget_rho = cfg.rho if cfg.forget_rho < 0 else cfg.forget_rho
@@ -294,22 +314,46 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     # the forget batches of neggrad / sharp_minmax have a generator of their own, so the retain batches are the
     # ones fine-tuning with the same seed would see
     forget_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    forget_stream = _endless(prepared.data, forget, min(cfg.batch_size, len(forget)), forget_generator)
-    union = torch.cat([retain, forget])
+    forget_stream = _endless(prepared.data, forget, forget_batch, forget_generator)
     params = list(model.parameters())
     history: dict[str, list] = {"epoch_seconds": [], "loss": []}
 
-    def one_step(x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+    teacher = None
+    if cfg.method == "scrub":  # the frozen original model
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def distill(x, y, forget_pass=False):
+        """(CE, KL) of the student on a batch; KL = T² KL(p_teacher ‖ p_student) at temperature T (SCRUB)."""
+        with autocast(device, cfg.bf16), bn_eval(model, forget_pass and cfg.forget_bn == "eval"):
+            logits = model(layout(x))
+            with torch.no_grad():
+                target = teacher(layout(x))
+            t = cfg.scrub_temperature
+            kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.softmax(target.float() / t, dim=1),
+                          reduction="batchmean") * t * t
+            return F.cross_entropy(logits, y), kl
+
+    def one_step(kind: str, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
         opt = optimizers[0]
-        if cfg.method == "ga":
+        if kind == "ga":
             return _sam_step(opt, model, lambda: loss_on(x, y, -1.0, forget_pass=True))
-        if cfg.method in ("ft", "rl", "salun"):
+        if kind in ("ft", "relabelled"):
             return _sam_step(opt, model, lambda: loss_on(x, y))
-        if cfg.method == "l1_sparse":
+        if kind == "l1_sparse":
             weight = cfg.alpha * (1 - step / total)
             return _sam_step(opt, model, lambda: loss_on(x, y) + weight * sum(p.abs().sum() for p in params))
+        if kind == "scrub_max":
+            return _sam_step(opt, model, lambda: -distill(x, y, forget_pass=True)[1])
+        if kind == "scrub_min":
+            def objective():
+                ce_loss, kl = distill(x, y)
+                return cfg.scrub_gamma * ce_loss + cfg.scrub_beta * kl
+
+            return _sam_step(opt, model, objective)
         xf, yf = next(forget_stream)  # neggrad, sharp_minmax: a retain batch and a forget batch per step
-        if cfg.method == "neggrad":
+        if kind == "neggrad":
             return _sam_step(opt, model, lambda: cfg.alpha * loss_on(x, y)
                              - (1 - cfg.alpha) * loss_on(xf, yf, forget_pass=True))
         retain_loss = _sam_step(opt, model, lambda: cfg.alpha * loss_on(x, y))
@@ -321,22 +365,18 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     for epoch in range(epochs):
         began = time.perf_counter()
         losses = []
-        if cfg.method == "ga":
-            batches = prepared.data.batches(forget, min(cfg.batch_size, len(forget)), shuffle=True, augment=True,
-                                            generator=generator)
-        elif cfg.method in ("rl", "salun"):
-            labels = random_labels(prepared.data.labels, forget, prepared.num_classes, generator,
-                                   cfg.rl_exclude_true)
-            batches = prepared.data.batches(union, cfg.batch_size, shuffle=True, augment=True, generator=generator,
-                                            labels=labels)
-        else:
-            batches = prepared.data.batches(retain, cfg.batch_size, shuffle=True, augment=True, generator=generator)
-        for x, y in batches:
-            loss = one_step(x, y, step)
-            losses.append(loss)
-            for s in schedules:
-                s.step()
-            step += 1
+        for kind, idx, batch_size in phases(epoch):
+            labels = None
+            if kind == "relabelled":
+                labels = random_labels(prepared.data.labels, forget, prepared.num_classes, generator,
+                                       cfg.rl_exclude_true)
+            for x, y in prepared.data.batches(idx, batch_size, shuffle=True, augment=True, generator=generator,
+                                              labels=labels):
+                loss = one_step(kind, x, y, step)
+                losses.append(loss)
+                for s in schedules:
+                    s.step()
+                step += 1
         losses = torch.stack(losses).float()
         if not bool(torch.isfinite(losses).all()):
             raise ConfigError(f"{cfg.method}: the loss became NaN/inf in epoch {epoch}; lower lr (no model.pt or "

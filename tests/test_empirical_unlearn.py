@@ -77,6 +77,27 @@ def test_neggrad_with_alpha_one_is_fine_tuning(pretrained, tmp_path):
     assert any(not torch.equal(pc[k], pb[k]) for k in pc if "running" in k)
 
 
+def test_scrub_reduces_to_fine_tuning_and_its_max_step_moves_away_from_the_teacher(pretrained, tmp_path):
+    unlearn(quick(method="scrub", scrub_msteps=0, scrub_beta=0.0, scrub_gamma=1.0, epochs=2), pretrained,
+            tmp_path / "scrub", progress=False)
+    unlearn(quick(method="ft", epochs=2), pretrained, tmp_path / "ft", progress=False)
+    pa, pb = params_of(tmp_path / "scrub"), params_of(tmp_path / "ft")
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+    # one epoch of max-steps only (γ = β = 0 in the min-step: nothing but weight decay there): the student's KL to
+    # the teacher on F grows from 0
+    rec = unlearn(quick(method="scrub", scrub_msteps=1, scrub_beta=0.0, scrub_gamma=0.0, weight_decay=0.0, lr=0.05),
+                  pretrained, tmp_path / "max", progress=False)
+    model, _, prepared, _ = load_source(pretrained, quick(), CPU)
+    x = next(prepared.data.batches(prepared.forget_idx, 1000))[0]
+    with torch.no_grad():
+        teacher_probs = torch.softmax(model.eval()(x) / 4, 1)
+        model.load_state_dict(params_of(tmp_path / "max"))
+        kl = torch.nn.functional.kl_div(torch.log_softmax(model.eval()(x) / 4, 1), teacher_probs,
+                                        reduction="batchmean")
+    assert float(kl) > 1e-3 and rec["loss"][0] < 0  # the max-step minimises −KL
+
+
 def test_salun_with_the_full_mask_is_random_labelling(pretrained, tmp_path):
     unlearn(quick(method="salun", mask_fraction=1.0), pretrained, tmp_path / "salun", progress=False)
     unlearn(quick(method="rl"), pretrained, tmp_path / "rl", progress=False)
@@ -163,7 +184,7 @@ def test_unlearning_command_line_and_bad_input(pretrained, tmp_path, capsys):
     code = main(["unlearn", "--from", str(pretrained), "--method", "ga", "--set", "epochs=1", "--set", "device=cpu",
                  "--set", "bf16=false", "--out", str(tmp_path / "cli")])
     assert code == 0 and "forget" in capsys.readouterr().out
-    for argv, match in ((["--method", "scrub"], "method"), (["--set", "mask_fraction=0"], "mask_fraction"),
+    for argv, match in ((["--method", "fisher"], "method"), (["--set", "mask_fraction=0"], "mask_fraction"),
                         (["--set", "alpha=1.5"], "alpha"), (["--set", "batch_size=100000"], "batch_size")):
         out = tmp_path / "bad"
         assert main(["unlearn", "--from", str(pretrained), "--set", "device=cpu", *argv, "--out", str(out)]) == 2

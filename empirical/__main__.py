@@ -5,6 +5,7 @@
     python -m empirical retrain --preset paper --set forget_size=3000 --out results/retrain
     python -m empirical download --dataset cifar10 --dest ~/data          # checksummed; then --data-root ~/data
     python -m empirical unlearn --from results/pre --method neggrad --set alpha=0.99 --out results/neggrad
+    python -m empirical evaluate --run results/neggrad --retrain results/retrain --out results/neggrad/metrics.json
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from simulations.config import ConfigError
 
 from .config import PRESETS, make_config, parse_overrides
+from .metrics import MIA_FEATURES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     un.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: the source run's)")
     un.add_argument("--out", required=True, type=Path)
+    ev = sub.add_parser("evaluate", help="metrics of an unlearned model against the retrained one (spec §3)")
+    ev.add_argument("--run", required=True, type=Path, help="an unlearn (or pretrain/retrain) run folder")
+    ev.add_argument("--retrain", required=True, type=Path, help="a retrain run on the same forget set")
+    ev.add_argument("--out", type=Path, default=None, help="metrics JSON (default: RUN/metrics.json)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--mia-features", default=",".join(MIA_FEATURES), help="comma-separated; confidence is needed")
+    ev.add_argument("--wp-points", type=int, default=1000, help="subsample size of E_Wp")
+    ev.add_argument("--landscape-grid", type=int, default=0, help="odd grid size (25 in the paper); 0: skip")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ev.add_argument("--data-root", default="", help="CIFAR folder or archive (default: the runs' own)")
     dl = sub.add_parser("download", help="download and verify the standard CIFAR python archive")
     dl.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"))
     dl.add_argument("--dest", required=True, type=Path)
@@ -54,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "unlearn":
         return _unlearn(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     from .trainer import TrainingDiverged, train
 
     try:
@@ -69,6 +83,24 @@ def main(argv: list[str] | None = None) -> int:
           f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
     print(f"wrote {Path(args.out) / 'record.json'}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate, summary_lines
+
+    out = args.out or args.run / "metrics.json"
+    try:
+        result = evaluate(args.run, args.retrain, out, seed=args.seed,
+                          mia_features=tuple(f.strip() for f in args.mia_features.split(",") if f.strip()),
+                          wp_points=args.wp_points, landscape_grid=args.landscape_grid, device=args.device,
+                          data_root=args.data_root)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary_lines(result):
+        print(line)
+    print(f"wrote {out}")
     return 0
 
 

@@ -202,3 +202,34 @@ def test_unlearning_command_line_and_bad_input(pretrained, tmp_path, capsys):
     with pytest.raises(ConfigError, match="cannot load the model"):
         unlearn(quick(method="ft"), broken, tmp_path / "b2", progress=False)
     assert not (tmp_path / "b2" / "record.json").exists()
+
+
+def test_evaluation_against_the_retrained_model(fixture_root, pretrained, tmp_path, capsys):  # noqa: F811
+    from empirical.evaluate import evaluate
+
+    retrain = tmp_path / "retrain"
+    train(tiny(fixture_root, epochs=2, split_file=str(pretrained / "split.npz")), retrain, stage="retrain",
+          progress=False)
+    rec = unlearn(quick(method="ga", lr=0.01), pretrained, tmp_path / "ga", progress=False)
+    kw = dict(device="cpu", wp_points=50, mia_features=("confidence", "entropy"))
+    result = evaluate(tmp_path / "ga", retrain, tmp_path / "metrics.json", landscape_grid=3, **kw)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["tow"] == result["tow"] and 0 <= result["tow"] <= 1 and result["method"] == "ga"
+    ours = result["unlearned"]
+    for k in ("retain", "forget", "test"):  # the same model, the same eval-mode accuracies as the unlearn record
+        assert ours["accuracy"][k] == pytest.approx(rec["accuracy"][k])
+    assert set(ours["mia_efficacy"]) == {"confidence", "entropy"} and 0 <= ours["mia_efficacy"]["confidence"] <= 1
+    assert {"e_var", "e_wp", "e_var_classwise", "e_wp_classwise"} <= set(ours["entanglement"])
+    assert np.array(ours["landscape"]["forget"]["loss"]).shape == (3, 3)
+    # the retrained model against itself: perfect scores
+    same = evaluate(retrain, retrain, None, **kw)
+    assert same["tow"] == 1.0 and same["tow_mia"] == 1.0 and same["avg_gap"] == 0.0
+    # a retrain on another forget set is refused
+    other = tmp_path / "other"
+    train(tiny(fixture_root, epochs=1, forget_size=20), other, stage="retrain", progress=False)
+    assert main(["evaluate", "--run", str(tmp_path / "ga"), "--retrain", str(other), "--device", "cpu",
+                 "--out", str(tmp_path / "m2.json")]) == 2
+    assert "different forget sets" in capsys.readouterr().err and not (tmp_path / "m2.json").exists()
+    assert main(["evaluate", "--run", str(tmp_path / "ga"), "--retrain", str(retrain), "--device", "cpu",
+                 "--wp-points", "50", "--mia-features", "confidence"]) == 0
+    assert "ToW" in capsys.readouterr().out and (tmp_path / "ga" / "metrics.json").exists()

@@ -1,0 +1,160 @@
+"""Evaluate an unlearned model against the retrained one (spec/empirical.md §3).
+
+    python -m empirical evaluate --run results/neggrad --retrain results/retrain --out results/neggrad/metrics.json
+
+``--run`` is the ``--out`` folder of an ``unlearn`` run (its ``model.pt``) or of a ``pretrain``/``retrain`` run (its
+``checkpoint.pt``); ``--retrain`` is a ``retrain`` run on the same forget set (checked: the forget-set ids must
+agree; retrain with ``--set split_file=<pretrain>/split.npz`` to get it). For both models, in eval mode without
+augmentation: accuracies on R, F, test and val (percent); MIA efficacy per feature (shadow-in: a seeded sample of R
+the size of the test set; shadow-out: the test set; target: F); entanglement E_Var and E_Wp of the penultimate
+features of R and F, overall and class-wise; optionally the loss landscape on F and on the test set. Then ToW (and
+the authors' signed variant, labelled), ToW-MIA (headline MIA feature: confidence) and the avg gap. Everything
+goes into one JSON file (written atomically) with the provenance of the evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simulations.config import ConfigError
+from simulations.provenance import atomic_write_json, provenance
+
+from .config import TrainConfig
+from .metrics import (
+    HEADLINE_MIA_FEATURE,
+    MIA_FEATURES,
+    avg_gap,
+    classwise,
+    entanglement_var,
+    entanglement_wp,
+    mia_efficacy,
+    model_outputs,
+    shadow_in_indices,
+    tow,
+    tow_mia,
+)
+
+
+def load_run(run: Path, device: torch.device, data_root: str = ""):
+    """``(model, prepared, record)`` of an unlearn, pretrain or retrain run folder, with that run's exact split."""
+    from .trainer import CHECKPOINT, load_record, prepare_data
+    from .unlearn import UnlearnConfig, load_source
+
+    run = Path(run)
+    if not (run / "record.json").is_file():
+        raise ConfigError(f"{run} has no record.json: give the --out folder of a finished unlearn, pretrain or "
+                          "retrain run")
+    record = load_record(run)
+    if "method" in record:  # an unlearn run: its source's model and split, then its own weights
+        cfg = UnlearnConfig(device=device.type, data_root=data_root)
+        model, _, prepared, _ = load_source(Path(record["source"]), cfg, device)
+        weights = run / "model.pt"
+    else:
+        from .models import build_model
+
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        train_cfg = TrainConfig(**{k: v for k, v in record["config"].items() if k in known})
+        train_cfg = train_cfg.replace(split_file=str(run / "split.npz"), cuda_graphs=False, compile=False,
+                                      device=device.type, **({"data_root": data_root} if data_root else {}))
+        prepared = prepare_data(train_cfg, device)
+        model = build_model(train_cfg.arch, prepared.num_classes, train_cfg.width, train_cfg.dataset).to(device)
+        weights = run / CHECKPOINT
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
+    except Exception as exc:  # noqa: BLE001 - a missing, unreadable or mismatched weight file
+        raise ConfigError(f"cannot load the model of {weights} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]})") from None
+    return model, prepared, record
+
+
+def describe(model, prepared, device: torch.device, seed: int = 0, mia_features: tuple[str, ...] = MIA_FEATURES,
+             wp_points: int = 1000, landscape_grid: int = 0, bf16: bool = True) -> dict[str, Any]:
+    """Accuracies, MIA efficacy and entanglement of one model on its prepared data."""
+    def outputs(data, idx):
+        return model_outputs(model, data, idx, device, bf16=bf16)
+
+    retain = outputs(prepared.data, prepared.retain_idx)
+    forget = outputs(prepared.data, prepared.forget_idx)
+    test = outputs(prepared.test, torch.arange(len(prepared.test), device=device))
+    val = outputs(prepared.data, prepared.val_idx)
+    retain_idx = prepared.retain_idx.cpu().numpy()
+    shadow = np.searchsorted(retain_idx, shadow_in_indices(retain_idx, len(test.labels), seed))
+    mia = mia_efficacy((retain.probs[shadow], retain.labels[shadow]), (test.probs, test.labels),
+                       (forget.probs, forget.labels), features=mia_features, seed=seed)
+    result = {
+        "accuracy": {"retain": retain.accuracy, "forget": forget.accuracy, "test": test.accuracy,
+                     "val": val.accuracy},
+        "mia_efficacy": mia,
+        "entanglement": {
+            "e_var": entanglement_var(retain.features, forget.features),
+            "e_wp": entanglement_wp(retain.features, forget.features, max_points=wp_points, seed=seed),
+        },
+    }
+    try:
+        result["entanglement"]["e_var_classwise"] = classwise(entanglement_var, retain.features, retain.labels,
+                                                              forget.features, forget.labels)
+        result["entanglement"]["e_wp_classwise"] = classwise(entanglement_wp, retain.features, retain.labels,
+                                                             forget.features, forget.labels,
+                                                             max_points=wp_points, seed=seed)
+    except ConfigError as exc:  # class-wise forgetting: no class on both sides
+        result["entanglement"]["classwise"] = str(exc)
+    if landscape_grid:
+        from .landscape import landscape
+
+        sets = {"forget": (prepared.data, prepared.forget_idx),
+                "test": (prepared.test, torch.arange(len(prepared.test), device=device))}
+        surfaces = landscape(model, sets, seed=seed, grid=landscape_grid, device=device)
+        result["landscape"] = {name: {"summary": s["summary"], "alphas": np.asarray(s["alphas"]).tolist(),
+                                      "loss": np.asarray(s["loss"]).tolist()} for name, s in surfaces.items()}
+    return result
+
+
+def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
+             mia_features: tuple[str, ...] = MIA_FEATURES, wp_points: int = 1000, landscape_grid: int = 0,
+             device: str = "auto", data_root: str = "") -> dict[str, Any]:
+    """The metrics of ``run`` against ``retrain`` (module docstring); written to ``out`` when given."""
+    from .trainer import resolve_device
+
+    if HEADLINE_MIA_FEATURE not in mia_features:
+        raise ConfigError(f"the MIA features must include {HEADLINE_MIA_FEATURE!r} (ToW-MIA's headline feature)")
+    dev = resolve_device(TrainConfig(device=device))
+    model, prepared, record = load_run(run, dev, data_root)
+    model_rt, prepared_rt, record_rt = load_run(retrain, dev, data_root)
+    if not torch.equal(prepared.forget_idx.cpu(), prepared_rt.forget_idx.cpu()):
+        raise ConfigError(f"{run} and {retrain} have different forget sets: retrain on the same split "
+                          "(python -m empirical retrain --set split_file=<pretrain run>/split.npz)")
+    kwargs = dict(seed=seed, mia_features=mia_features, wp_points=wp_points, landscape_grid=landscape_grid)
+    ours, ref = describe(model, prepared, dev, **kwargs), describe(model_rt, prepared_rt, dev, **kwargs)
+    mia, mia_rt = ours["mia_efficacy"][HEADLINE_MIA_FEATURE], ref["mia_efficacy"][HEADLINE_MIA_FEATURE]
+    from .unlearn import forget_id
+
+    result = {
+        "run": str(run), "retrain": str(retrain), "method": record.get("method", record.get("stage")),
+        "forget_id": forget_id(prepared.forget_idx.cpu().numpy()), "seed": seed,
+        "tow": tow(ours["accuracy"], ref["accuracy"]),
+        "tow_signed_authors_code": tow(ours["accuracy"], ref["accuracy"], signed=True),
+        "tow_mia": tow_mia(ours["accuracy"], mia, ref["accuracy"], mia_rt),
+        "avg_gap": avg_gap(ours["accuracy"], mia, ref["accuracy"], mia_rt),
+        "unlearned": ours, "retrained": ref, "provenance": provenance(str(dev)),
+    }
+    if out is not None:
+        atomic_write_json(Path(out), result)
+    return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    ours, ref = result["unlearned"], result["retrained"]
+    lines = [f"{'':10s} {'RA':>7s} {'FA':>7s} {'TA':>7s} {'MIA':>7s} {'E_Var':>8s} {'E_Wp':>7s}"]
+    for name, r in (("unlearned", ours), ("retrain", ref)):
+        a, e = r["accuracy"], r["entanglement"]
+        lines.append(f"{name:10s} {a['retain']:7.2f} {a['forget']:7.2f} {a['test']:7.2f} "
+                     f"{r['mia_efficacy'][HEADLINE_MIA_FEATURE]:7.3f} {e['e_var']:8.3f} {e['e_wp']:7.3f}")
+    signed = 100 * result["tow_signed_authors_code"]
+    lines.append(f"ToW {100 * result['tow']:.2f}  ToW-MIA {100 * result['tow_mia']:.2f}  avg gap "
+                 f"{result['avg_gap']:.2f}  (signed ToW of the authors' code {signed:.2f})")
+    return lines

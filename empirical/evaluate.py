@@ -14,7 +14,6 @@ goes into one JSON file (written atomically) with the provenance of the evaluati
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,33 +41,17 @@ from .metrics import (
 
 def load_run(run: Path, device: torch.device, data_root: str = ""):
     """``(model, prepared, record)`` of an unlearn, pretrain or retrain run folder, with that run's exact split."""
-    from .trainer import CHECKPOINT, load_record, prepare_data
-    from .unlearn import UnlearnConfig, load_source
+    from .trainer import load_record, load_trained
 
     run = Path(run)
     if not (run / "record.json").is_file():
         raise ConfigError(f"{run} has no record.json: give the --out folder of a finished unlearn, pretrain or "
                           "retrain run")
     record = load_record(run)
-    if "method" in record:  # an unlearn run: its source's model and split, then its own weights
-        cfg = UnlearnConfig(device=device.type, data_root=data_root)
-        model, _, prepared, _ = load_source(Path(record["source"]), cfg, device)
-        weights = run / "model.pt"
+    if "method" in record:  # an unlearn run: its source's architecture and split, its own weights
+        model, _, prepared, _ = load_trained(Path(record["source"]), device, data_root, weights=run / "model.pt")
     else:
-        from .models import build_model
-
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        train_cfg = TrainConfig(**{k: v for k, v in record["config"].items() if k in known})
-        train_cfg = train_cfg.replace(split_file=str(run / "split.npz"), cuda_graphs=False, compile=False,
-                                      device=device.type, **({"data_root": data_root} if data_root else {}))
-        prepared = prepare_data(train_cfg, device)
-        model = build_model(train_cfg.arch, prepared.num_classes, train_cfg.width, train_cfg.dataset).to(device)
-        weights = run / CHECKPOINT
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
-    except Exception as exc:  # noqa: BLE001 - a missing, unreadable or mismatched weight file
-        raise ConfigError(f"cannot load the model of {weights} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]})") from None
+        model, _, prepared, _ = load_trained(run, device, data_root)
     return model, prepared, record
 
 

@@ -8,6 +8,7 @@ atomically after every epoch so an interrupted run resumes to the same result.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -293,6 +294,35 @@ def _progress(progress: bool | None, total: int, start: int, stage: str):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="epoch", desc=stage, dynamic_ncols=True)
+
+
+def load_trained(run: Path, device: torch.device, data_root: str = "", weights: Path | None = None,
+                 channels_last: bool = True):
+    """``(model, train_cfg, prepared, record)`` of a finished pretrain/retrain run folder: its configuration, its data
+    with the run's exact split (``run/split.npz``) and its model with the weights of ``weights`` (default: the run's
+    checkpoint; e.g. an unlearned ``model.pt`` of the same architecture). One clear error if anything is missing."""
+    from .models import build_model
+
+    run = Path(run)
+    weights = Path(weights) if weights is not None else run / CHECKPOINT
+    for path in (run / "record.json", run / "split.npz", weights):
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: expected the --out folder of a finished pretrain or retrain run")
+    record = load_record(run)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_cfg = TrainConfig(**{k: v for k, v in record["config"].items() if k in known})
+    train_cfg = train_cfg.replace(split_file=str(run / "split.npz"), cuda_graphs=False, compile=False,
+                                  device=device.type, **({"data_root": data_root} if data_root else {}))
+    prepared = prepare_data(train_cfg, device)
+    model = build_model(train_cfg.arch, prepared.num_classes, train_cfg.width, train_cfg.dataset).to(device)
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable or mismatched weight file
+        raise ConfigError(f"cannot load the model of {weights} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]})") from None
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, train_cfg, prepared, record
 
 
 def load_record(out: Path) -> dict:

@@ -228,30 +228,10 @@ def random_labels(labels: torch.Tensor, idx: torch.Tensor, num_classes: int, gen
 
 # ---------------------------------------------------------------------------------------------------- run
 def load_source(source: Path, cfg: UnlearnConfig, device: torch.device):
-    """The pretrained model, its training config and the prepared data with the source run's exact split."""
-    from .models import build_model
-    from .trainer import CHECKPOINT, load_record, prepare_data
+    """The pretrained model, its training config, the prepared data with the source run's exact split, its record."""
+    from .trainer import load_trained
 
-    source = Path(source)
-    for name in ("record.json", CHECKPOINT, "split.npz"):
-        if not (source / name).is_file():
-            raise ConfigError(f"{source} lacks {name}: --from must be the --out folder of a finished pretrain run")
-    record = load_record(source)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_cfg = TrainConfig(**{k: v for k, v in record["config"].items() if k in known})
-    train_cfg = train_cfg.replace(split_file=str(source / "split.npz"), cuda_graphs=False, compile=False,
-                                  device=device.type, **({"data_root": cfg.data_root} if cfg.data_root else {}))
-    prepared = prepare_data(train_cfg, device)
-    model = build_model(train_cfg.arch, prepared.num_classes, train_cfg.width, train_cfg.dataset).to(device)
-    try:
-        state = torch.load(source / CHECKPOINT, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-    except Exception as exc:  # noqa: BLE001 - any unreadable or mismatched checkpoint
-        raise ConfigError(f"cannot load the model of {source / CHECKPOINT} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]})") from None
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model, train_cfg, prepared, record
+    return load_trained(source, device, cfg.data_root, channels_last=cfg.channels_last)
 
 
 def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None = None) -> dict[str, Any]:

@@ -191,7 +191,7 @@ def test_unlearning_command_line_and_bad_input(pretrained, tmp_path, capsys):
         assert match in capsys.readouterr().err
         assert not (out / "record.json").exists()
     assert main(["unlearn", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
-    assert "pretrain run" in capsys.readouterr().err
+    assert "record.json is missing" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="does not exist"):
         load_source(pretrained, quick(data_root=str(tmp_path / "missing")), CPU)
     import shutil

@@ -7,7 +7,8 @@
    rounding) and a short run of the epoch-time benchmark: ours (eager, and with CUDA graphs) vs the DataLoader/fp32
    baseline;
 3. the ``quick`` preset: pretrain ResNet-18 with SGD and with SAM (target >= 93 % test accuracy each) and one retrain
-   on R, with CUDA graphs when the benchmark captured them;
+   on R (the SGD run's split), with CUDA graphs when the benchmark captured them; then NegGrad with SAM from the SGD
+   model and its metrics against the retrained one (ToW, ToW-MIA, MIA efficacy, E_Var);
 4. print a table and write ``gpu_check.json`` under ``--out`` (default ``$OUT`` or the current folder).
 
 Built for a machine one cannot log in to: every stage runs on its own (a failure is recorded with its message and
@@ -28,6 +29,7 @@ from simulations.provenance import atomic_write_json, provenance
 
 RUNS = (("sgd", "pretrain", "sgd"), ("sam", "pretrain", "sam"), ("retrain", "retrain", "sgd"))
 TARGET_TEST_ACC = 0.93
+UNLEARN_RESERVE_S = 90  # what NegGrad (5 epochs) and its evaluation need at the least on an H100 (a guess)
 GRAPH_TOLERANCE = 0.05  # eager vs graphed parameters after 8 steps, relative to the update: rounding is far below
 
 
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         extra["epochs"] = args.epochs
     for name, kind, opt in RUNS:
         cfg = make_config(preset, {**extra, "optimizer": opt, "rho": 0.1, "cuda_graphs": graphs})
+        if kind == "retrain" and (out / "sgd" / "split.npz").is_file():  # the same forget set as the SGD model
+            cfg = cfg.replace(split_file=str(out / "sgd" / "split.npz"))
         estimate = _estimate_s(bench, cfg)
         left = args.budget_s - (time.perf_counter() - began)
         if estimate is not None and estimate > left:
@@ -137,8 +141,35 @@ def main(argv: list[str] | None = None) -> int:
                         epoch_s_median=sorted(rec["epoch_seconds"])[len(rec["epoch_seconds"]) // 2],
                         estimate_s=estimate)
             save()
+    left = args.budget_s - (time.perf_counter() - began)
+    if "sgd" in result["runs"] and "retrain" in result["runs"] and left > UNLEARN_RESERVE_S:
+        unlearned = stage("unlearn", lambda: _unlearn_and_evaluate(out, args.smoke))
+        if unlearned is not None:
+            result["unlearn"] = unlearned
+            save()
+    elif "sgd" in result["runs"] and "retrain" in result["runs"]:
+        result["skipped"]["unlearn"] = f"{left:.0f} s left, {UNLEARN_RESERVE_S} s reserved for it"
+        save()
     _print_table(result, out)
     return 0 if not result["errors"] else 1
+
+
+def _unlearn_and_evaluate(out: Path, smoke: bool) -> dict:
+    """NegGrad with SAM from the SGD model, then its metrics against the retrained model (MIA: confidence only)."""
+    from .evaluate import evaluate
+    from .unlearn import UnlearnConfig, unlearn
+
+    cfg = UnlearnConfig(method="neggrad", optimizer="sam", rho=0.1, alpha=0.99, epochs=1 if smoke else 5,
+                        batch_size=64 if smoke else 256)
+    rec = unlearn(cfg, out / "sgd", out / "neggrad", progress=False)
+    metrics = evaluate(out / "neggrad", out / "retrain", out / "neggrad" / "metrics.json",
+                       mia_features=("confidence",))
+    return {"seconds": sum(rec["epoch_seconds"]), "accuracy": rec["accuracy"], "tow": metrics["tow"],
+            "tow_mia": metrics["tow_mia"], "avg_gap": metrics["avg_gap"],
+            "mia": metrics["unlearned"]["mia_efficacy"]["confidence"],
+            "mia_retrain": metrics["retrained"]["mia_efficacy"]["confidence"],
+            "e_var": metrics["unlearned"]["entanglement"]["e_var"],
+            "e_var_retrain": metrics["retrained"]["entanglement"]["e_var"]}
 
 
 def _estimate_s(bench: dict | None, cfg) -> float | None:
@@ -173,6 +204,11 @@ def _print_table(result: dict, out: Path) -> None:
     for name, r in result["runs"].items():
         print(f"{name:8s} {r['train_acc']:7.4f} {r['val_acc']:7.4f} {r['test_acc']:7.4f} {r['retain_acc']:7.4f} "
               f"{r['forget_acc']:7.4f} {r['epoch_s_median']:8.2f} {r['seconds']:7.1f}  {r['step_mode']}")
+    u = result.get("unlearn")
+    if u:
+        print(f"neggrad+SAM from the SGD model: RA {u['accuracy']['retain']:.2f} FA {u['accuracy']['forget']:.2f} "
+              f"TA {u['accuracy']['test']:.2f}  ToW {100 * u['tow']:.2f}  ToW-MIA {100 * u['tow_mia']:.2f}  "
+              f"MIA {u['mia']:.3f} (retrain {u['mia_retrain']:.3f})  {u['seconds']:.1f} s")
     for name, why in result["skipped"].items():
         print(f"{name:8s} skipped: {why}")
     for name, why in result["errors"].items():

@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     un.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: the source run's)")
     un.add_argument("--out", required=True, type=Path)
+    me = sub.add_parser("memorization", help="estimate memorization scores by subset training (spec §1)")
+    me.add_argument("--preset", default="smoke", help=f"training recipe of each model: one of {', '.join(PRESETS)}")
+    me.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    me.add_argument("--models", type=int, default=16)
+    me.add_argument("--fraction", type=float, default=0.7, help="share of the training split each model sees")
+    me.add_argument("--seed", type=int, default=0, help="seed of the hold-out design")
+    me.add_argument("--data-root", default=None)
+    me.add_argument("--out", required=True, type=Path)
     ev = sub.add_parser("evaluate", help="metrics of an unlearned model against the retrained one (spec §3)")
     ev.add_argument("--run", required=True, type=Path, help="an unlearn (or pretrain/retrain) run folder")
     ev.add_argument("--retrain", required=True, type=Path, help="a retrain run on the same forget set")
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return _unlearn(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "memorization":
+        return _memorization(args)
     from .trainer import TrainingDiverged, train
 
     try:
@@ -83,6 +93,22 @@ def main(argv: list[str] | None = None) -> int:
           f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
     print(f"wrote {Path(args.out) / 'record.json'}")
+    return 0
+
+
+def _memorization(args) -> int:
+    from .memorization import estimate
+    from .trainer import TrainingDiverged
+
+    try:
+        overrides = parse_overrides(args.set)
+        if args.data_root:
+            overrides["data_root"] = args.data_root
+        record = estimate(make_config(args.preset, overrides), args.out, args.models, args.fraction, args.seed)
+    except (ConfigError, TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"memorization: {record['models']} models, mean score {record['mean_score']:.4f}; wrote {record['scores']}")
     return 0
 
 

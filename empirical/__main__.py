@@ -37,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     un.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: the source run's)")
     un.add_argument("--out", required=True, type=Path)
+    pr = sub.add_parser("protocol", help="pretrain, forget sets, retrain, unlearn, evaluate, tabulate (spec §1-3)")
+    pr.add_argument("--preset", default="smoke", help=f"training recipe: one of {', '.join(PRESETS)}")
+    pr.add_argument("--pretrain", default="sgd,sam", help="pretraining optimizers, comma-separated")
+    pr.add_argument("--forget", default="high,mid,low", help="forget sets: high, mid, low (memorization), random")
+    pr.add_argument("--methods", default="neggrad", help="unlearning methods, comma-separated")
+    pr.add_argument("--unlearn-optimizers", default="sgd,sam", help="unlearning optimizers, comma-separated")
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training field")
+    pr.add_argument("--unlearn-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override an unlearning field (e.g. alpha=0.99)")
+    pr.add_argument("--data-root", default=None)
+    pr.add_argument("--out", required=True, type=Path)
     me = sub.add_parser("memorization", help="estimate memorization scores by subset training (spec §1)")
     me.add_argument("--preset", default="smoke", help=f"training recipe of each model: one of {', '.join(PRESETS)}")
     me.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
@@ -78,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluate(args)
     if args.command == "memorization":
         return _memorization(args)
+    if args.command == "protocol":
+        return _protocol(args)
     from .trainer import TrainingDiverged, train
 
     try:
@@ -93,6 +106,26 @@ def main(argv: list[str] | None = None) -> int:
           f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
     print(f"wrote {Path(args.out) / 'record.json'}")
+    return 0
+
+
+def _protocol(args) -> int:
+    from .protocol import run_protocol, summary_lines
+    from .trainer import TrainingDiverged
+    from .unlearn import parse_overrides as parse_unlearn
+
+    try:
+        train_overrides = parse_overrides(args.set)
+        if args.data_root:
+            train_overrides["data_root"] = args.data_root
+        summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods,
+                               args.unlearn_optimizers, train_overrides, parse_unlearn(args.unlearn_set))
+    except (ConfigError, TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary_lines(summary):
+        print(line)
+    print(f"wrote {args.out / 'summary.json'} and summary.csv")
     return 0
 
 

@@ -49,7 +49,9 @@ def load_run(run: Path, device: torch.device, data_root: str = ""):
                           "retrain run")
     record = load_record(run)
     if "method" in record:  # an unlearn run: its source's architecture and split, its own weights
-        model, _, prepared, _ = load_trained(Path(record["source"]), device, data_root, weights=run / "model.pt")
+        split = run / "split.npz" if (run / "split.npz").is_file() else None
+        model, _, prepared, _ = load_trained(Path(record["source"]), device, data_root, weights=run / "model.pt",
+                                             split=split)
     else:
         model, _, prepared, _ = load_trained(run, device, data_root)
     return model, prepared, record

@@ -297,21 +297,30 @@ def _progress(progress: bool | None, total: int, start: int, stage: str):
 
 
 def load_trained(run: Path, device: torch.device, data_root: str = "", weights: Path | None = None,
-                 channels_last: bool = True):
+                 channels_last: bool = True, split: Path | None = None):
     """``(model, train_cfg, prepared, record)`` of a finished pretrain/retrain run folder: its configuration, its data
     with the run's exact split (``run/split.npz``) and its model with the weights of ``weights`` (default: the run's
-    checkpoint; e.g. an unlearned ``model.pt`` of the same architecture). One clear error if anything is missing."""
+    checkpoint; e.g. an unlearned ``model.pt`` of the same architecture). One clear error if anything is missing.
+
+    ``split``: another split file to prepare the data with — another forget set of the same model. Its train and
+    val indices must be the run's (the model was trained on exactly those)."""
+    from .data import load_split
     from .models import build_model
 
     run = Path(run)
     weights = Path(weights) if weights is not None else run / CHECKPOINT
-    for path in (run / "record.json", run / "split.npz", weights):
+    for path in (run / "record.json", run / "split.npz", weights, *([Path(split)] if split else [])):
         if not path.is_file():
             raise ConfigError(f"{path} is missing: expected the --out folder of a finished pretrain or retrain run")
+    if split is not None and Path(split) != run / "split.npz":
+        own, other = load_split(run / "split.npz"), load_split(split)
+        if not all(np.array_equal(own[k], other[k]) for k in ("train", "val")):
+            raise ConfigError(f"split {split} has other train/val indices than {run / 'split.npz'}: the model of "
+                              f"{run} was trained on another set; only the forget/retain partition may differ")
     record = load_record(run)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     train_cfg = TrainConfig(**{k: v for k, v in record["config"].items() if k in known})
-    train_cfg = train_cfg.replace(split_file=str(run / "split.npz"), cuda_graphs=False, compile=False,
+    train_cfg = train_cfg.replace(split_file=str(split or run / "split.npz"), cuda_graphs=False, compile=False,
                                   device=device.type, **({"data_root": data_root} if data_root else {}))
     prepared = prepare_data(train_cfg, device)
     model = build_model(train_cfg.arch, prepared.num_classes, train_cfg.width, train_cfg.dataset).to(device)

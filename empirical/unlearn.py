@@ -60,6 +60,7 @@ from simulations.config import ConfigError, parse_assignments
 from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
 
 from .config import TrainConfig, check_fields, field_types
+from .data import load_split, save_split
 from .steps import autocast
 
 METHODS = ("ft", "ga", "rl", "neggrad", "l1_sparse", "scrub", "salun", "sharp_minmax")
@@ -101,6 +102,7 @@ class UnlearnConfig:
     bf16: bool = True
     channels_last: bool = True
     data_root: str = ""  # empty: the source run's data root
+    split_file: str = ""  # empty: the source run's split; else another forget set over the same train/val split
 
     def __post_init__(self) -> None:
         check_fields(self, CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "alpha", "epochs",
@@ -231,7 +233,8 @@ def load_source(source: Path, cfg: UnlearnConfig, device: torch.device):
     """The pretrained model, its training config, the prepared data with the source run's exact split, its record."""
     from .trainer import load_trained
 
-    return load_trained(source, device, cfg.data_root, channels_last=cfg.channels_last)
+    return load_trained(source, device, cfg.data_root, channels_last=cfg.channels_last,
+                        split=Path(cfg.split_file) if cfg.split_file else None)
 
 
 def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None = None) -> dict[str, Any]:
@@ -249,6 +252,9 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     fid = forget_id(prepared.forget_idx.cpu().numpy())
+    used = load_split(cfg.split_file or Path(source) / "split.npz")
+    save_split(out / "split.npz", **{k: v for k, v in used.items() if k != "description"},
+               description=f"{used['description']} [the split of this unlearning run]")
     layout = lambda x: _layout(x, cfg, device)  # noqa: E731
     ce = lambda x, y: F.cross_entropy(model(layout(x)), y)  # noqa: E731
 

@@ -1,6 +1,10 @@
 """``python -m figures``: run what is missing of the embedded default sweeps, then render every figure.
 
     python -m figures [--results results/figures] [--out figures/out] [--only NAME ...] [--no-run]
+                      [--protocol results/protocol]
+
+The empirical figures (:mod:`figures.empirical`) are drawn from a finished ``python -m empirical protocol`` folder
+when it exists; they need GPU runs, so the CPU default skips them and says so.
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "figures", help="sweep folders")
     parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="figure folder")
-    parser.add_argument("--only", nargs="*", default=None, help=f"some of: {', '.join(FIGURES)}")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help=f"some of: {', '.join(FIGURES)}, empirical (the protocol figures)")
     parser.add_argument("--no-run", action="store_true", help="never simulate; fail if results are missing")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--protocol", type=Path, default=None,
+                        help="an empirical protocol folder (default: results/protocol when it exists)")
     args = parser.parse_args(argv)
-    names = args.only or list(FIGURES)
+    names = args.only if args.only is not None else list(FIGURES)
+    if args.only and "empirical" in args.only:
+        names = [n for n in args.only if n != "empirical"]
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         print(f"error: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}", file=sys.stderr)
@@ -55,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
             paths = fig.render(results[fig.sweep] if isinstance(fig.sweep, str) else results, args.out)
             print(f"{name}: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
                                           for p in paths))
+        if args.only is None or "empirical" in args.only:
+            from .empirical import render_protocol
+
+            protocol = args.protocol or ROOT / "results" / "protocol"
+            if (protocol / "summary.json").is_file() or args.protocol is not None:
+                paths = render_protocol(protocol, args.out)
+                print("empirical: " + ", ".join(str(p) for p in paths))
+            else:
+                print(f"empirical: skipped (no {protocol / 'summary.json'}; run python -m empirical protocol on a "
+                      "GPU, then python -m figures --protocol DIR)")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -42,3 +42,38 @@ def test_unknown_figure_and_missing_results_are_refused(tmp_path, capsys):
     assert "unknown figure" in capsys.readouterr().err
     assert main(["--no-run", "--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "no results" in capsys.readouterr().err
+
+
+def _protocol_summary(folder):
+    import json
+
+    rows, averages = [], []
+    for k, (pre, opt) in enumerate((("sgd", "sgd"), ("sgd", "sam"), ("sam", "sgd"), ("sam", "sam"))):
+        for method in ("neggrad", "sharp_minmax"):
+            tows = []
+            for j, forget in enumerate(("high", "mid", "low")):
+                tow = 0.80 + 0.02 * k + 0.01 * j
+                tows.append(tow)
+                rows.append({"pretrain": pre, "forget": forget, "method": method, "optimizer": opt, "tow": tow})
+            averages.append({"pretrain": pre, "method": method, "optimizer": opt, "avg_tow": sum(tows) / 3,
+                             "avg_tow_mia": 0.9, "forget_sets": ["high", "mid", "low"]})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps({"preset": "paper", "rows": rows, "averages": averages}))
+    return folder
+
+
+def test_empirical_figures_render_from_a_protocol_summary(tmp_path, capsys):
+    protocol = _protocol_summary(tmp_path / "protocol")
+    assert main(["--only", "empirical", "--protocol", str(protocol), "--out", str(tmp_path / "a")]) == 0
+    assert main(["--only", "empirical", "--protocol", str(protocol), "--out", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["empirical_avg_tow.pdf", "empirical_avg_tow.png", "empirical_tow_by_forget_set.pdf",
+                     "empirical_tow_by_forget_set.png"]
+    for name in names:  # deterministic files
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    capsys.readouterr()
+    assert main(["--only", "empirical", "--protocol", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "protocol summary" in capsys.readouterr().err
+    (protocol / "summary.json").write_text('{"rows": [], "averages": []}')
+    assert main(["--only", "empirical", "--protocol", str(protocol), "--out", str(tmp_path)]) == 2
+    assert "no runs" in capsys.readouterr().err

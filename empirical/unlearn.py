@@ -44,7 +44,6 @@ import copy
 import dataclasses
 import hashlib
 import io
-import json
 import math
 import sys
 import time
@@ -209,9 +208,9 @@ def _sam_step(optimizer, model: torch.nn.Module, objective) -> torch.Tensor:
     return optimizer.step(closure, model=model).detach()
 
 
-def _endless(data, idx: torch.Tensor, batch_size: int, generator: torch.Generator, labels=None):
+def _endless(data, idx: torch.Tensor, batch_size: int, generator: torch.Generator):
     while True:
-        yield from data.batches(idx, batch_size, shuffle=True, augment=True, generator=generator, labels=labels)
+        yield from data.batches(idx, batch_size, shuffle=True, augment=True, generator=generator)
 
 
 def random_labels(labels: torch.Tensor, idx: torch.Tensor, num_classes: int, generator: torch.Generator,
@@ -396,7 +395,3 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     }
     atomic_write_json(out / "record.json", record)
     return record
-
-
-def load_unlearn_record(out: Path) -> dict:
-    return json.loads((Path(out) / "record.json").read_text())

@@ -74,34 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "download":
-        from .download import download_cifar
+    from .trainer import TrainingDiverged
 
-        try:
-            print(f"ready: {download_cifar(args.dataset, args.dest)}")
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "unlearn":
-        return _unlearn(args)
-    if args.command == "evaluate":
-        return _evaluate(args)
-    if args.command == "memorization":
-        return _memorization(args)
-    if args.command == "protocol":
-        return _protocol(args)
-    from .trainer import TrainingDiverged, train
-
+    handlers = {"download": _download, "unlearn": _unlearn, "evaluate": _evaluate, "memorization": _memorization,
+                "protocol": _protocol, "pretrain": _train, "retrain": _train}
     try:
-        overrides = parse_overrides(args.set)
-        if args.data_root:
-            overrides["data_root"] = args.data_root
-        cfg = make_config(args.preset, overrides)
-        record = train(cfg, args.out, stage=args.command)
-    except (ConfigError, TrainingDiverged) as exc:
+        return handlers[args.command](args)
+    except (ConfigError, TrainingDiverged) as exc:  # every bad input: one line, exit status 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _with_data_root(overrides: dict, args) -> dict:
+    if args.data_root:
+        overrides["data_root"] = args.data_root
+    return overrides
+
+
+def _download(args) -> int:
+    from .download import download_cifar
+
+    print(f"ready: {download_cifar(args.dataset, args.dest)}")
+    return 0
+
+
+def _train(args) -> int:
+    from .trainer import train
+
+    cfg = make_config(args.preset, _with_data_root(parse_overrides(args.set), args))
+    record = train(cfg, args.out, stage=args.command)
     print(f"{args.command}: train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
           f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
@@ -111,18 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _protocol(args) -> int:
     from .protocol import run_protocol, summary_lines
-    from .trainer import TrainingDiverged
     from .unlearn import parse_overrides as parse_unlearn
 
-    try:
-        train_overrides = parse_overrides(args.set)
-        if args.data_root:
-            train_overrides["data_root"] = args.data_root
-        summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods,
-                               args.unlearn_optimizers, train_overrides, parse_unlearn(args.unlearn_set))
-    except (ConfigError, TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods, args.unlearn_optimizers,
+                           _with_data_root(parse_overrides(args.set), args), parse_unlearn(args.unlearn_set))
     for line in summary_lines(summary):
         print(line)
     print(f"wrote {args.out / 'summary.json'} and summary.csv")
@@ -131,16 +124,9 @@ def _protocol(args) -> int:
 
 def _memorization(args) -> int:
     from .memorization import estimate
-    from .trainer import TrainingDiverged
 
-    try:
-        overrides = parse_overrides(args.set)
-        if args.data_root:
-            overrides["data_root"] = args.data_root
-        record = estimate(make_config(args.preset, overrides), args.out, args.models, args.fraction, args.seed)
-    except (ConfigError, TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = make_config(args.preset, _with_data_root(parse_overrides(args.set), args))
+    record = estimate(cfg, args.out, args.models, args.fraction, args.seed)
     print(f"memorization: {record['models']} models, mean score {record['mean_score']:.4f}; wrote {record['scores']}")
     return 0
 
@@ -149,14 +135,10 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate, summary_lines
 
     out = args.out or args.run / "metrics.json"
-    try:
-        result = evaluate(args.run, args.retrain, out, seed=args.seed,
-                          mia_features=tuple(f.strip() for f in args.mia_features.split(",") if f.strip()),
-                          wp_points=args.wp_points, landscape_grid=args.landscape_grid, device=args.device,
-                          data_root=args.data_root)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate(args.run, args.retrain, out, seed=args.seed,
+                      mia_features=tuple(f.strip() for f in args.mia_features.split(",") if f.strip()),
+                      wp_points=args.wp_points, landscape_grid=args.landscape_grid, device=args.device,
+                      data_root=args.data_root)
     for line in summary_lines(result):
         print(line)
     print(f"wrote {out}")
@@ -166,16 +148,10 @@ def _evaluate(args) -> int:
 def _unlearn(args) -> int:
     from .unlearn import UnlearnConfig, parse_overrides, unlearn
 
-    try:
-        overrides = parse_overrides(args.set)
-        if args.method:
-            overrides["method"] = args.method
-        if args.data_root:
-            overrides["data_root"] = args.data_root
-        record = unlearn(UnlearnConfig(**overrides), args.source, args.out)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    overrides = _with_data_root(parse_overrides(args.set), args)
+    if args.method:
+        overrides["method"] = args.method
+    record = unlearn(UnlearnConfig(**overrides), args.source, args.out)
     a, b = record["accuracy"], record["source_accuracy"]
     print(f"{record['method']}: retain {b['retain']:.2f} -> {a['retain']:.2f}  forget {b['forget']:.2f} -> "
           f"{a['forget']:.2f}  test {b['test']:.2f} -> {a['test']:.2f}  ({sum(record['epoch_seconds']):.1f} s on "

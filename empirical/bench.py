@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from simulations.provenance import atomic_write_json, provenance
 
 from .config import TrainConfig
-from .steps import GraphedStep, make_step
+from .steps import GraphedStep, make_step, optimizer_step
 from .trainer import build_optimizer, resolve_device
 
 EPOCH_IMAGES = 50_000  # the anchor's epoch (spec/empirical.md §4); our 45k split trains 10 % faster per epoch
@@ -113,7 +113,6 @@ def time_ours(cfg: TrainConfig, images, labels, steps: int, device) -> float:
 
 def time_baseline(cfg: TrainConfig, images, labels, steps: int, device, workers: int) -> float:
     from .models import build_model
-    from .sam import SAM
 
     loader = torch.utils.data.DataLoader(_CpuAugmented(images, labels), batch_size=cfg.batch_size, shuffle=True,
                                          num_workers=workers, pin_memory=device.type == "cuda", drop_last=True,
@@ -131,18 +130,7 @@ def time_baseline(cfg: TrainConfig, images, labels, steps: int, device, workers:
             it = iter(loader)
             x, y = next(it)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-        def closure():
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            return loss
-
-        opt.zero_grad(set_to_none=True)
-        if isinstance(opt, SAM):
-            opt.step(closure, model=model)
-        else:
-            closure()
-            opt.step()
+        optimizer_step(opt, model, lambda: F.cross_entropy(model(x), y))  # fp32, no autocast: the baseline
 
     for _ in range(5):
         one()

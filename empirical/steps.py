@@ -41,32 +41,34 @@ def autocast(device: torch.device, enabled: bool):
                           cache_enabled=False)
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                   objective: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One step on ``objective()`` (a scalar loss): both passes for :class:`empirical.sam.SAM` (BatchNorm statistics
+    frozen in the perturbed one), a plain backward and step otherwise. Returns the loss at W, detached."""
+    from .sam import SAM
+
+    optimizer.zero_grad(set_to_none=True)
+    if isinstance(optimizer, SAM):
+        def closure():
+            loss = objective()
+            loss.backward()
+            return loss
+
+        return optimizer.step(closure, model=model).detach()
+    loss = objective()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def eager_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, bf16: bool = True,
                label_smoothing: float = 0.0) -> Step:
     """One step of SGD (or of :class:`empirical.sam.SAM`, both passes) on cross-entropy; returns the loss at W."""
-    from .sam import SAM
-
     def loss_of(x, y):
         with autocast(device, bf16):
             return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
 
-    if isinstance(optimizer, SAM):
-        def step(x, y):
-            def closure():
-                loss = loss_of(x, y)
-                loss.backward()
-                return loss
-
-            optimizer.zero_grad(set_to_none=True)
-            return optimizer.step(closure, model=model).detach()
-    else:
-        def step(x, y):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_of(x, y)
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-    return step
+    return lambda x, y: optimizer_step(optimizer, model, lambda: loss_of(x, y))
 
 
 class GraphedStep:

@@ -60,7 +60,7 @@ from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure
 
 from .config import TrainConfig, check_fields, field_types
 from .data import load_split, save_split
-from .steps import autocast
+from .steps import autocast, optimizer_step
 
 METHODS = ("ft", "ga", "rl", "neggrad", "l1_sparse", "scrub", "salun", "sharp_minmax")
 DEFAULTS = {  # method: (lr, epochs), spec §2 (RUM's grid)
@@ -168,9 +168,8 @@ def saliency_mask(model: torch.nn.Module, data, forget_idx: torch.Tensor, fracti
         for x, y in data.batches(forget_idx, batch_size, shuffle=False, augment=False):
             with autocast(device, bf16):
                 loss = -F.cross_entropy(model(x), y, reduction="mean")
-            for g, d in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
-                if d is not None:
-                    g.add_(d.float())
+            batch_grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+            torch._foreach_add_(grads, [d.float() for d in batch_grads])
     finally:
         model.train(was_training)
     flat = torch.cat([g.abs().reshape(-1) for g in grads])
@@ -195,17 +194,6 @@ def _optimizer(cfg: UnlearnConfig, model: torch.nn.Module, rho: float, sign: str
     rho = rho if cfg.optimizer != "sgd" else 0.0
     return SAM(model.parameters(), base, rho=rho, adaptive=cfg.optimizer == "asam", sign=sign, lamb=cfg.lamb,
                **kwargs)
-
-
-def _sam_step(optimizer, model: torch.nn.Module, objective) -> torch.Tensor:
-    """One (SAM) step on ``objective()`` (a scalar loss); returns it at W, detached."""
-    def closure():
-        loss = objective()
-        loss.backward()
-        return loss
-
-    optimizer.zero_grad(set_to_none=True)
-    return optimizer.step(closure, model=model).detach()
 
 
 def _endless(data, idx: torch.Tensor, batch_size: int, generator: torch.Generator):
@@ -323,26 +311,28 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     def one_step(kind: str, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
         opt = optimizers[0]
         if kind == "ga":
-            return _sam_step(opt, model, lambda: loss_on(x, y, -1.0, forget_pass=True))
+            return optimizer_step(opt, model, lambda: loss_on(x, y, -1.0, forget_pass=True))
         if kind in ("ft", "relabelled"):
-            return _sam_step(opt, model, lambda: loss_on(x, y))
+            return optimizer_step(opt, model, lambda: loss_on(x, y))
         if kind == "l1_sparse":
             weight = cfg.alpha * (1 - step / total)
-            return _sam_step(opt, model, lambda: loss_on(x, y) + weight * sum(p.abs().sum() for p in params))
+            # ||θ||₁ as one reduction over the concatenated parameters (not two kernels per tensor)
+            return optimizer_step(opt, model, lambda: loss_on(x, y) + weight * torch.linalg.vector_norm(
+                torch.cat([p.reshape(-1) for p in params]), 1))
         if kind == "scrub_max":
-            return _sam_step(opt, model, lambda: -distill(x, y, forget_pass=True)[1])
+            return optimizer_step(opt, model, lambda: -distill(x, y, forget_pass=True)[1])
         if kind == "scrub_min":
             def objective():
                 ce_loss, kl = distill(x, y)
                 return cfg.scrub_gamma * ce_loss + cfg.scrub_beta * kl
 
-            return _sam_step(opt, model, objective)
+            return optimizer_step(opt, model, objective)
         xf, yf = next(forget_stream)  # neggrad, sharp_minmax: a retain batch and a forget batch per step
         if kind == "neggrad":
-            return _sam_step(opt, model, lambda: cfg.alpha * loss_on(x, y)
+            return optimizer_step(opt, model, lambda: cfg.alpha * loss_on(x, y)
                              - (1 - cfg.alpha) * loss_on(xf, yf, forget_pass=True))
-        retain_loss = _sam_step(opt, model, lambda: cfg.alpha * loss_on(x, y))
-        return retain_loss + _sam_step(optimizers[1], model,
+        retain_loss = optimizer_step(opt, model, lambda: cfg.alpha * loss_on(x, y))
+        return retain_loss + optimizer_step(optimizers[1], model,
                                        lambda: -(1 - cfg.alpha) * loss_on(xf, yf, forget_pass=True))
 
     step = 0

@@ -10,6 +10,11 @@ cost does not depend on d, and configurations of different d run in one batch.
 Both expose pre-activations on their "basis" (the patches for weights, B for gram), the map from per-patch gradient
 factors to a direction in state space, the squared Frobenius norm of a direction in R^{2m x d}, and the linear
 change of basis pre-activations along a direction. Optimizers in :mod:`simulations.optim` are written once on top.
+
+A trainable filter bias (``filter_bias``) is the weight of one more coordinate, orthogonal to R^d, that is 1 in every
+patch: the weights backend appends it to every filter and patch (state (C, 2, m, d+1)); the gram backend appends it
+to the basis as a unit vector orthogonal to B (state (C, 2, m, K+1)). Gradients, SAM's Frobenius norm and the
+pre-activations then include the bias with no other change.
 """
 
 from __future__ import annotations
@@ -25,15 +30,16 @@ class GramBackend:
     name = "gram"
 
     def __init__(self, layout: PatchLayout, G: torch.Tensor, H: torch.Tensor, Q0: torch.Tensor,
-                 init_e1: torch.Tensor, basis_e1: torch.Tensor):
+                 init_e1: torch.Tensor, basis_e1: torch.Tensor, filter_bias: bool = False):
         self.layout = layout
-        self.G = G  # (C, K, K)
-        self.H = H  # (C, 2, m, K)
+        self.G = G  # (C, K, K); (C, K+1, K+1) with the bias coordinate last (1 on its diagonal, 0 elsewhere)
+        self.H = H  # (C, 2, m, K); (C, 2, m, K+1) with the initial biases last
         self.Q0 = Q0  # (C, 2m, 2m)
         self.init_e1 = init_e1  # (C, 2, m) <w0, e_1>
         self.basis_e1 = basis_e1  # (C, K) <b_k, e_1>
-        C, _, m, K = H.shape
-        self.shape = (C, 2, m, K)
+        self.filter_bias = filter_bias
+        self.K = basis_e1.shape[1]  # |B| = 1 + N, without the bias coordinate
+        self.shape = tuple(H.shape)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -60,12 +66,24 @@ class GramBackend:
         Q0 = (s0 * s0)[:, :, None] * unit[:, init, init]
         basis_e1 = np.concatenate([s, sp * first[:, noise]], axis=1)
         init_e1 = s0 * first[:, init]
+        bias = data[0].bias is not None
+        if bias:  # the bias coordinate: a unit vector orthogonal to B, <w0, e_bias> = initial bias
+            G = np.pad(G, ((0, 0), (0, 1), (0, 1)))
+            G[:, K, K] = 1.0
+            rows = slice(2 * m, 4 * m) if retrain_init else slice(0, 2 * m)
+            H = np.concatenate([H, (s0 * np.stack([dc.bias[rows] for dc in data]))[..., None]], axis=2)
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-        return cls(layout, t(G), t(H).view(C, 2, m, K), t(Q0), t(init_e1).view(C, 2, m), t(basis_e1))
+        return cls(layout, t(G), t(H).view(C, 2, m, H.shape[-1]), t(Q0), t(init_e1).view(C, 2, m), t(basis_e1),
+                   filter_bias=bias)
 
     def with_init(self, other: GramBackend) -> GramBackend:
         """Same data, another set of initial filters (for retraining from scratch)."""
-        return GramBackend(self.layout, self.G, other.H, other.Q0, other.init_e1, self.basis_e1)
+        return GramBackend(self.layout, self.G, other.H, other.Q0, other.init_e1, self.basis_e1, self.filter_bias)
+
+    def select(self, index) -> GramBackend:
+        """The backend of a subset of configurations (``index``: a slice or index tensor)."""
+        return GramBackend(self.layout, self.G[index], self.H[index], self.Q0[index], self.init_e1[index],
+                           self.basis_e1[index], self.filter_bias)
 
     # ---------------------------------------------------------------- dynamics
     def init_state(self) -> torch.Tensor:
@@ -80,10 +98,25 @@ class GramBackend:
         return torch.bmm(direction.reshape(C, 2 * m, K), self.G).view(self.shape)
 
     def expand(self, basis_values: torch.Tensor):
-        return self.layout.expand(basis_values)
+        if not self.filter_bias:
+            return self.layout.expand(basis_values)
+        # every patch is b + e_bias: add the bias to each pre-activation; the signal patch then is no longer odd in
+        # yhat, so it leaves the basis (SignalOnBasis) for per-sample values
+        bias = basis_values[..., self.K]
+        signal, noise = self.layout.expand(basis_values[..., :self.K])
+        signal = signal.value[..., None] * signal.yhat[:, None, None, :] + bias[..., None]
+        return signal, noise + bias[..., None, None]
 
     def direction(self, coef) -> torch.Tensor:
-        return self.layout.collect(coef)
+        on_basis = self.layout.collect(coef)
+        if not self.filter_bias:
+            return on_basis
+        bias = coef[0].sum(dim=-1) + coef[1].sum(dim=(-2, -1))  # the constant coordinate 1 of every patch
+        return torch.cat([on_basis, bias[..., None]], dim=-1)
+
+    def coefficients_on_basis(self, state: torch.Tensor) -> torch.Tensor:
+        """The state's coefficients on B (without the bias coordinate): what the coefficient tracker follows."""
+        return state[..., :self.K] if self.filter_bias else state
 
     def sq_norm(self, direction: torch.Tensor, lin: torch.Tensor | None = None) -> torch.Tensor:
         lin = self.lin(direction) if lin is None else lin
@@ -100,6 +133,8 @@ class GramBackend:
 
     def descend(self, state: torch.Tensor, step_coef, coordinate_mask=None):
         """``state - direction(step_coef)``; returns (new state, None): the tracker follows the state itself."""
+        if self.filter_bias:
+            return state - self.direction(step_coef), None
         coef_signal, coef_noise = step_coef
         new = state.clone()
         if coef_signal.dim() == 3:
@@ -114,24 +149,31 @@ class GramBackend:
         return self.G[:, 0, 0]
 
     def noise_norms_sq(self) -> torch.Tensor:
-        return torch.diagonal(self.G, dim1=1, dim2=2)[:, 1:]
+        return torch.diagonal(self.G, dim1=1, dim2=2)[:, 1:self.K]
 
     def filter_gram(self, state: torch.Tensor) -> torch.Tensor:
-        """``W W^T`` (C, 2m, 2m)."""
-        C, _, m, K = self.shape
+        """``W W^T`` (C, 2m, 2m) of the filters in R^d (without their biases)."""
+        C, _, m, _ = self.shape
+        K, G, H = self.K, self.G, self.H
+        if self.filter_bias:
+            state, G, H = state[..., :K], G[:, :K, :K], H[..., :K]
         c = state.reshape(C, 2 * m, K)
-        Hf = self.H.reshape(C, 2 * m, K)
+        Hf = H.reshape(C, 2 * m, K)
         cross = torch.bmm(Hf, c.transpose(1, 2))
-        return self.Q0 + cross + cross.transpose(1, 2) + torch.bmm(torch.bmm(c, self.G), c.transpose(1, 2))
+        return self.Q0 + cross + cross.transpose(1, 2) + torch.bmm(torch.bmm(c, G), c.transpose(1, 2))
 
     def filter_e1(self, state: torch.Tensor) -> torch.Tensor:
         """``<w_{j,r}, e_1>`` (C, 2, m)."""
-        return self.init_e1 + (state * self.basis_e1[:, None, None, :]).sum(-1)
+        return self.init_e1 + (self.coefficients_on_basis(state) * self.basis_e1[:, None, None, :]).sum(-1)
+
+    def filter_biases(self, state: torch.Tensor) -> torch.Tensor | None:
+        """``b_{j,r}`` (C, 2, m), None without filter_bias."""
+        return self.H[..., self.K] + state[..., self.K] if self.filter_bias else None
 
     def test_outputs(self, state: torch.Tensor, act: Activation, draws: list[TestDraws], sigma_p: torch.Tensor,
                      signal: torch.Tensor, projected: bool, noise_multiplicity: float) -> torch.Tensor:
         """Network outputs (C, n_test) on fresh test samples: Monte-Carlo over the 2m-dimensional Gaussian of
-        the noise pre-activations, covariance ``sigma_p^2 W_perp W_perp^T`` (spec §5b)."""
+        the noise pre-activations, covariance ``sigma_p^2 W_perp W_perp^T`` (spec §5b), shifted by the biases."""
         C, _, m, _ = self.shape
         e1 = self.filter_e1(state).reshape(C, 2 * m)
         cov = self.filter_gram(state)
@@ -143,12 +185,15 @@ class GramBackend:
         cov = torch.where(finite[:, None, None], cov, 0.0)
         evals, evecs = torch.linalg.eigh(cov)
         root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # cov = root root^T, (C, 2m, 2m)
-        readout = root.new_tensor([1.0 / m] * m + [-1.0 / m] * m)  # f = sum_f readout_f sigma(z_f)
+        scale = act.readout(m)
+        readout = root.new_tensor([scale] * m + [-scale] * m)  # f = sum_f readout_f sigma(z_f)
         act_c = act
+        bias = self.filter_biases(state)
+        bias = None if bias is None else bias.reshape(C, 2 * m)
         # signal patch: <w_f, yhat mu> = yhat * signal * e1_f, so only two values per configuration
         a = signal[:, None] * e1
-        plus = act_c.value(a) @ readout  # (C,)
-        minus = act_c.value(-a) @ readout
+        plus = act_c.value(a if bias is None else a + bias) @ readout  # (C,)
+        minus = act_c.value(-a if bias is None else bias - a) @ readout
         out = root.new_empty(C, draws[0].yhat.shape[0])
         groups: dict[int, list[int]] = {}
         for c, dr in enumerate(draws):  # configurations sharing a seed share their standard normals
@@ -160,6 +205,8 @@ class GramBackend:
             T, Pn, _ = normals.shape
             sel = torch.as_tensor(idx, device=root.device)
             z = torch.matmul(normals.reshape(1, T * Pn, 2 * m), root[sel].transpose(1, 2))  # (Cg, T Pn, 2m)
+            if bias is not None:
+                z = z + bias[sel, None, :]
             noise = (act_c.select(sel).value(z) @ readout).view(len(idx), T, Pn).sum(dim=-1) * noise_multiplicity
             positive = (yhat + 1) * 0.5
             out[sel] = minus[sel, None] + positive[None, :] * (plus - minus)[sel, None] + noise
@@ -170,10 +217,12 @@ class WeightsBackend:
     name = "weights"
 
     def __init__(self, layout: PatchLayout, X: torch.Tensor, W0: torch.Tensor, signal: torch.Tensor,
-                 noise_norms_sq: torch.Tensor):
+                 noise_norms_sq: torch.Tensor, filter_bias: bool = False):
         self.layout = layout
-        self.X = X  # (C, n*P_s, d)
-        self.W0 = W0  # (C, 2, m, d)
+        self.X = X  # (C, n*P_s, d), or (C, n*P_s, d+1) with a last coordinate 1 (filter_bias)
+        self.W0 = W0  # (C, 2, m, d), or (C, 2, m, d+1) with the filter biases last
+        self.filter_bias = filter_bias
+        self.d = X.shape[-1] - int(filter_bias)
         self.signal = signal  # (C,)
         self._noise_norms_sq = noise_norms_sq  # (C, N)
         self.shape = W0.shape
@@ -183,18 +232,26 @@ class WeightsBackend:
     def build(cls, data: list[ExplicitData], signal: np.ndarray, sigma_p: np.ndarray, sigma_0: np.ndarray,
               layout: PatchLayout, dtype: torch.dtype, retrain_init: bool = False,
               device: str | torch.device = "cpu") -> WeightsBackend:
+        """``sigma_0`` is the scale of the standard-unit initial filters (and biases) per configuration."""
         C, n, ps = len(data), layout.n, layout.stored_patches
         d = data[0].noise.shape[1]
         m = data[0].m
-        X = np.zeros((C, n, ps, d))
-        W0 = np.empty((C, 2 * m, d))
+        bias = data[0].bias is not None
+        width = d + 1 if bias else d
+        X = np.zeros((C, n, ps, width))
+        W0 = np.empty((C, 2 * m, width))
         for c, dc in enumerate(data):
             X[c, :, 0, 0] = dc.yhat * signal[c]
-            X[c, :, 1:, :] = sigma_p[c] * dc.noise.reshape(n, ps - 1, d)
-            W0[c] = sigma_0[c] * (dc.retrain_init() if retrain_init else dc.init)
-        noise_sq = (X[:, :, 1:, :] ** 2).sum(-1).reshape(C, -1)
+            X[c, :, 1:, :d] = sigma_p[c] * dc.noise.reshape(n, ps - 1, d)
+            W0[c, :, :d] = sigma_0[c] * (dc.retrain_init() if retrain_init else dc.init)
+            if bias:
+                W0[c, :, d] = sigma_0[c] * (dc.retrain_bias() if retrain_init else dc.bias)
+        noise_sq = (X[:, :, 1:, :d] ** 2).sum(-1).reshape(C, -1)
+        if bias:
+            X[..., d] = 1.0
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-        return cls(layout, t(X).view(C, n * ps, d), t(W0).view(C, 2, m, d), t(signal), t(noise_sq))
+        return cls(layout, t(X).view(C, n * ps, width), t(W0).view(C, 2, m, width), t(signal), t(noise_sq),
+                   filter_bias=bias)
 
     def with_init(self, other: WeightsBackend) -> WeightsBackend:
         return other
@@ -257,9 +314,11 @@ class WeightsBackend:
         """Network outputs (C, n_test) on explicit fresh d-dimensional test samples.
 
         ``test_noise[c]`` iterates ``(start, noise)`` chunks of unit-scale noise (rows, patches, d)."""
-        C, _, m, d = self.shape
+        C, _, m, width = self.shape
         T = yhat_test.shape[1]
-        W = state.reshape(C, 2 * m, d)
+        W = state.reshape(C, 2 * m, width)
+        if self.filter_bias:
+            W, bias = W[..., :self.d], W[..., self.d]
         out = state.new_empty(C, T)
         for c in range(C):
             z_sig = self.signal[c] * W[c, :, 0]  # <w, mu>
@@ -267,8 +326,13 @@ class WeightsBackend:
                 rows = noise.shape[0]
                 xi = torch.as_tensor(noise, dtype=W.dtype, device=W.device) * sigma_p[c]
                 z_noise = torch.einsum("tpd,fd->tpf", xi, W[c])  # (rows, Pn, 2m)
+                if self.filter_bias:
+                    z_noise = z_noise + bias[c]
                 y = yhat_test[c, start:start + rows]
-                zs = (y[:, None] * z_sig[None, :]).view(1, rows, 2, m).permute(0, 2, 3, 1)
+                zs = y[:, None] * z_sig[None, :]
+                if self.filter_bias:
+                    zs = zs + bias[c]
+                zs = zs.view(1, rows, 2, m).permute(0, 2, 3, 1)
                 zn = z_noise.view(1, rows, -1, 2, m).permute(0, 3, 4, 1, 2)
                 out[c, start:start + rows] = network_output(act, zs, zn, noise_multiplicity)[0]
         return out

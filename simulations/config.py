@@ -27,6 +27,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mask_granularity": ("filter", "coordinate"),
     "regime": ("pretrain_then_unlearn", "from_scratch"),
     "precision": ("float64", "float32"),
+    "init": ("gaussian", "torch_uniform"),
+    "patch_aggregation": ("sum", "mean"),
+    "output_scale": ("inv_m", "one"),
+    "rho_rule": ("fixed", "chen"),
 }
 
 
@@ -43,9 +47,14 @@ class SimConfig:
     ``noise_projected`` (else ``N(0, sigma_p^2 I)``); with ``shared_noise`` the P-1 noise patches of a sample are one
     vector, else independent draws. Labels are flipped with probability ``label_flip``.
     Network (§2): ``2m`` filters, ``f = F_{+1} - F_{-1}``, activation ``relu`` or ``polyrelu`` (``max(0,z)^q``),
-    init ``N(0, sigma_0^2 I)``, logistic loss.
+    init ``N(0, sigma_0^2 I)``, logistic loss. The (K) authors' script's network is reachable too:
+    ``filter_bias`` adds a trainable bias per filter, ``sigma(<w_{j,r}, x^{(p)}> + b_{j,r})``, drawn by the weights'
+    init rule; ``init=torch_uniform`` draws weights and biases from ``U(-1/sqrt(d), 1/sqrt(d))`` (PyTorch's default
+    for fan_in = d; ``sigma_0`` is then unused); ``patch_aggregation=mean`` divides the sum over patches by P;
+    ``output_scale=one`` drops the 1/m of the fixed second layer.
     Optimizers (§3): ``gd`` (full batch), ``sgd`` (``batch_size``), ``sam`` (radius ``rho``, batch ``batch_size``;
-    0 = full batch); ``sam_sign``/``sam_lambda`` give the generalised step ``g + s*lambda*(g(W+eps) - g)``.
+    0 = full batch; ``rho_rule=chen`` makes ``rho`` the constant of (C)'s radius ``rho m sqrt(B)/(P sigma_p sqrt d)``,
+    B = the batch size, n for full batch, for the training and the unlearning SAM alike); ``sam_sign``/``sam_lambda`` give the generalised step ``g + s*lambda*(g(W+eps) - g)``.
     Unlearning (§4): ``unlearn_method`` on forget set F (``forget_size`` samples chosen by ``forget_select``) with
     retain weight ``alpha``, optimizer ``unlearn_optimizer``, ``unlearn_steps`` steps at ``unlearn_lr``.
     """
@@ -63,9 +72,14 @@ class SimConfig:
     shared_noise: bool = True
     activation: str = "relu"
     q: float = 3.0
+    filter_bias: bool = False
+    init: str = "gaussian"
+    patch_aggregation: str = "sum"
+    output_scale: str = "inv_m"
     optimizer: str = "gd"
     lr: float = 0.1
     rho: float = 0.0
+    rho_rule: str = "fixed"
     sam_adaptive: bool = False
     sam_sign: str = "min"
     sam_lambda: float = 1.0
@@ -99,11 +113,15 @@ class SimConfig:
 
     @property
     def hash(self) -> str:
-        """Stable 16-hex-digit hash of every field (and the schema version): names the cached result."""
+        """Stable 16-hex-digit hash of every field (and the schema version): names the cached result.
+
+        A field added after schema version 1 enters the hash only when it differs from its default (a default
+        that leaves every result as it was), so configurations that existed before keep their hash and cache."""
         cached = self.__dict__.get("_hash")
         if cached is None:
-            values = [float(v) if k in _FLOAT_FIELDS else v for k, v in zip(FIELD_NAMES, self.values())]
-            payload = f"{SCHEMA_VERSION}|{FIELD_NAMES}|{values}"
+            names = tuple(k for k in FIELD_NAMES if k in _SCHEMA_1_FIELDS or getattr(self, k) != _DEFAULTS[k])
+            values = [float(getattr(self, k)) if k in _FLOAT_FIELDS else getattr(self, k) for k in names]
+            payload = f"{SCHEMA_VERSION}|{names}|{values}"
             cached = hashlib.sha256(payload.encode()).hexdigest()[:16]
             object.__setattr__(self, "_hash", cached)
         return cached
@@ -131,6 +149,13 @@ FIELD_TYPES: dict[str, type] = {
 }
 FIELD_NAMES: tuple[str, ...] = tuple(FIELD_TYPES)
 _FLOAT_FIELDS = frozenset(k for k, t in FIELD_TYPES.items() if t is float)
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(SimConfig)}
+_SCHEMA_1_FIELDS = frozenset((  # the fields of schema version 1, which always enter the hash
+    "backend", "n", "d", "P", "m", "signal_strength", "sigma_p", "sigma_0", "label_flip", "noise_projected",
+    "shared_noise", "activation", "q", "optimizer", "lr", "rho", "sam_adaptive", "sam_sign", "sam_lambda",
+    "batch_size", "steps", "seed", "n_test", "forget_size", "forget_select", "forget_target", "unlearn_method",
+    "unlearn_optimizer", "alpha", "unlearn_steps", "unlearn_lr", "mask_fraction", "mask_granularity", "regime",
+    "precision", "log_points"))
 
 
 _POSITIVE_INTS = frozenset(("n", "d", "P", "m", "n_test", "log_points"))
@@ -183,10 +208,16 @@ def validate(cfg: SimConfig) -> None:
         raise ConfigError(f"unlearn_method={cfg.unlearn_method} needs forget_size >= 1")
     if cfg.unlearns and cfg.forget_size == cfg.n and cfg.unlearn_method in ("neggrad", "ft", "retrain", "sharp_minmax"):
         raise ConfigError(f"forget_size={cfg.forget_size} = n leaves no retain data for {cfg.unlearn_method}")
+    if cfg.rho_rule == "chen" and cfg.sam_adaptive:
+        raise ConfigError("rho_rule=chen scales the plain SAM radius by (C)'s m sqrt(B)/(P sigma_p sqrt d); adaptive "
+                          "SAM's radius is relative to |w| and has no such scale: use rho_rule=fixed with sam_adaptive")
     if cfg.backend == "gram":
         if cfg.sam_adaptive:
             raise ConfigError("sam_adaptive=True scales by |w| per coordinate, which the gram backend cannot "
                               "express: set backend=weights")
+        if cfg.init == "torch_uniform":
+            raise ConfigError("init=torch_uniform (uniform per coordinate) is not rotation invariant, the gram "
+                              "backend cannot express it: set backend=weights (or init=gaussian)")
         if cfg.unlearn_method == "sharp_minmax" and cfg.mask_granularity == "coordinate":
             raise ConfigError("mask_granularity=coordinate is not rotation invariant, the gram backend cannot "
                               "express it: set backend=weights (or mask_granularity=filter)")
@@ -327,12 +358,25 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         "paper",
-        "the (K) authors' published grid (signal 0..9.9 x d 100..1090 x 10 seeds, n=20, P=2, m=10, p=0.1, "
-        "unprojected N(0,I) noise, lr 0.1, 100 GD steps, 1,000 test samples; float32), for gd and sam",
+        "the shape of the (K) authors' grid (signal 0..9.9 x d 100..1090 x 10 seeds, n=20, P=2, m=10, p=0.1, "
+        "unprojected N(0,I) noise, lr 0.1, 100 GD steps, 1,000 test samples; float32), for gd and sam, on our "
+        "network (1/m, sum over patches, no bias, sigma_0=0.01: an effective lr 25x smaller than theirs). The grid's "
+        "shape only, not the authors' exact setting: for that use kou2023",
         base=dict(n=20, P=2, m=10, sigma_p=1.0, label_flip=0.1, noise_projected=False, lr=0.1, steps=100,
                   n_test=1000, rho=0.3, forget_size=2, unlearn_method="none", precision="float32"),
         grid=dict(signal_strength=[round(0.1 * k, 1) for k in range(100)], d=list(range(100, 1100, 10)),
                   optimizer=["gd", "sam"], seed=list(range(10))),
+    ),
+    "kou2023": Preset(
+        "kou2023",
+        "the (K) authors' syntheticrelu.py setting: their network exactly (trainable filter bias, mean over "
+        "patches, no 1/m, PyTorch's uniform init), n=20, P=2, m=10, p=0.1, unprojected N(0,I) noise, full-batch GD, lr 0.1, 100 steps, "
+        "1,000 test samples; grid signal 0.5..10 x d 100..1090 x 5 seeds (weights backend; float32 as theirs)",
+        base=dict(backend="weights", n=20, P=2, m=10, sigma_p=1.0, label_flip=0.1, noise_projected=False,
+                  optimizer="gd", lr=0.1, steps=100, n_test=1000, filter_bias=True, init="torch_uniform",
+                  patch_aggregation="mean", output_scale="one", unlearn_method="none", precision="float32"),
+        grid=dict(signal_strength=[round(0.5 * k, 1) for k in range(1, 21)], d=list(range(100, 1100, 90)),
+                  seed=list(range(5))),
     ),
 }
 

@@ -47,7 +47,8 @@ class StandardData:
     of the remaining ``d - 1`` dimensions, truncated to rank (exact: only inner products matter). Rows are
     ``N`` noise vectors (unit variance per coordinate; scale by sigma_p), then ``2m`` initial filters and ``2m``
     retraining filters (scale by sigma_0). ``yhat`` is the true label, ``flip_u`` a uniform per sample: the
-    observed label is flipped where ``flip_u < label_flip``.
+    observed label is flipped where ``flip_u < label_flip``. With ``filter_bias``, ``bias`` holds the standard
+    normal biases of the initial and the retraining filters (4m,), scaled by sigma_0 like the filters.
     """
 
     yhat: np.ndarray  # (n,) +-1
@@ -56,6 +57,7 @@ class StandardData:
     rest: np.ndarray  # (k, r)
     n_noise: int
     m: int
+    bias: np.ndarray | None = None  # (4m,) with filter_bias
 
     def gram(self) -> np.ndarray:
         """Unit-scale Gram matrix of all k vectors (including the coordinate along mu)."""
@@ -88,7 +90,14 @@ def standard_data(cfg: SimConfig) -> StandardData:
         rest = bartlett_factor(rng, k, dof)
     else:
         rest = rng.standard_normal((k, max(dof, 0)))
-    return StandardData(yhat=yhat, flip_u=flip_u, first=first, rest=rest, n_noise=n_noise, m=cfg.m)
+    bias = rng.standard_normal(4 * cfg.m) if cfg.filter_bias else None  # drawn last: the rest is unchanged
+    return StandardData(yhat=yhat, flip_u=flip_u, first=first, rest=rest, n_noise=n_noise, m=cfg.m, bias=bias)
+
+
+def _init_draw(rng: np.random.Generator, rule: str, shape) -> np.ndarray:
+    """Initial weights in standard units: ``gaussian`` N(0, 1) (scaled by sigma_0), ``torch_uniform`` U(-1, 1)
+    (scaled by 1/sqrt(d): PyTorch's default init of a Conv1d/Linear layer with fan_in = d, weights and bias)."""
+    return rng.standard_normal(shape) if rule == "gaussian" else rng.uniform(-1.0, 1.0, shape)
 
 
 @dataclass
@@ -98,24 +107,37 @@ class ExplicitData:
     yhat: np.ndarray  # (n,)
     flip_u: np.ndarray  # (n,)
     noise: np.ndarray  # (N, d) unit variance per coordinate (first coordinate 0 when projected)
-    init: np.ndarray  # (2m, d) standard normal -> scaled by sigma_0, ordered (j=+1: r=0..m-1, j=-1: ...)
+    init: np.ndarray  # (2m, d) standard units of init_rule, ordered (j=+1: r=0..m-1, j=-1: ...)
     key: tuple  # data_key, for the retraining filters drawn on demand
+    bias: np.ndarray | None = None  # (2m,) initial filter biases (filter_bias), same rule and scale as ``init``
+    init_rule: str = "gaussian"  # config ``init``: standard normal, or U(-1, 1) scaled by 1/sqrt(d)
 
     @property
     def m(self) -> int:
         return self.init.shape[0] // 2
 
+    def _retrain_draw(self) -> None:
+        if not hasattr(self, "_retrain"):
+            rng = _rng(_STREAM_EXPLICIT_RETRAIN, self.key)
+            self._retrain = _init_draw(rng, self.init_rule, self.init.shape)
+            self._retrain_bias = None if self.bias is None else _init_draw(rng, self.init_rule, self.bias.shape)
+
     def retrain_init(self) -> np.ndarray:
         """Fresh initial filters (2m, d) for retraining from scratch (their own random stream)."""
-        if not hasattr(self, "_retrain"):
-            self._retrain = _rng(_STREAM_EXPLICIT_RETRAIN, self.key).standard_normal(self.init.shape)
+        self._retrain_draw()
         return self._retrain
+
+    def retrain_bias(self) -> np.ndarray | None:
+        """Fresh initial biases (2m,) of the retraining filters (None without filter_bias)."""
+        self._retrain_draw()
+        return self._retrain_bias
 
     def standard(self, m: int) -> StandardData:
         """The same vectors in the StandardData layout (so the gram backend can run on them exactly)."""
         vecs = np.concatenate([self.noise, self.init, self.retrain_init()], axis=0)
+        bias = None if self.bias is None else np.concatenate([self.bias, self.retrain_bias()])
         return StandardData(yhat=self.yhat, flip_u=self.flip_u, first=vecs[:, 0].copy(), rest=vecs[:, 1:].copy(),
-                            n_noise=self.noise.shape[0], m=m)
+                            n_noise=self.noise.shape[0], m=m, bias=bias)
 
 
 def explicit_data(cfg: SimConfig) -> ExplicitData:
@@ -127,8 +149,10 @@ def explicit_data(cfg: SimConfig) -> ExplicitData:
     noise = rng.standard_normal((cfg.n_noise_vectors, cfg.d))
     if cfg.noise_projected:
         noise[:, 0] = 0.0
-    init = rng.standard_normal((2 * cfg.m, cfg.d))
-    return ExplicitData(yhat=yhat, flip_u=flip_u, noise=noise, init=init, key=data_key(cfg))
+    init = _init_draw(rng, cfg.init, (2 * cfg.m, cfg.d))
+    bias = _init_draw(rng, cfg.init, 2 * cfg.m) if cfg.filter_bias else None  # drawn last: the rest is unchanged
+    return ExplicitData(yhat=yhat, flip_u=flip_u, noise=noise, init=init, key=data_key(cfg), bias=bias,
+                        init_rule=cfg.init)
 
 
 @dataclass

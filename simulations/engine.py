@@ -61,6 +61,25 @@ def config_key(cfg: SimConfig) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def sam_radius(cfg: SimConfig) -> float:
+    """The SAM radius a configuration runs with: ``rho`` itself (``rho_rule=fixed``), or (C)'s scale
+    ``rho * m * sqrt(B) / (P * sigma_p * sqrt(d))`` with B = ``batch_size``, n for full batch (``rho_rule=chen``).
+    The same radius serves the training and the unlearning SAM."""
+    if cfg.rho_rule == "fixed":
+        return cfg.rho
+    batch = cfg.n if cfg.full_batch else cfg.batch_size
+    return cfg.rho * cfg.m * math.sqrt(batch) / (cfg.P * cfg.sigma_p * math.sqrt(cfg.d))
+
+
+def network_output_scale(cfg: SimConfig) -> float | None:
+    """The factor in ``f = scale * sum_{r,p} [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]``: 1/m, or 1
+    (``output_scale``), divided by P for a mean over patches (``patch_aggregation``); None for spec §2's 1/m."""
+    if cfg.patch_aggregation == "sum" and cfg.output_scale == "inv_m":
+        return None
+    per_filter = 1.0 / cfg.m if cfg.output_scale == "inv_m" else 1.0
+    return per_filter / cfg.P if cfg.patch_aggregation == "mean" else per_filter
+
+
 class CoefficientTracker:
     """Accumulates the basis coefficients of ``w - w0`` step by step (spec §5).
 
@@ -159,7 +178,9 @@ class GroupRun:
         self.flipped = torch.as_tensor(flip_u < self._np_params["label_flip"][:, None], device=self.device)
         self.labels = torch.where(self.flipped, -self.yhat, self.yhat)
         self.layout = PatchLayout(n, cfg.P, cfg.shared_noise, self.yhat)
-        scale = (self._np_params["signal_strength"], self._np_params["sigma_p"], self._np_params["sigma_0"])
+        init_scale = (self._np_params["sigma_0"] if cfg.init == "gaussian"  # torch_uniform: U(-1, 1) / sqrt(d)
+                      else np.full(C, 1.0 / math.sqrt(cfg.d)))
+        scale = (self._np_params["signal_strength"], self._np_params["sigma_p"], init_scale)
         if cfg.backend == "weights":
             builder = WeightsBackend.build
         else:
@@ -169,7 +190,7 @@ class GroupRun:
         self.backend = builder(data, *scale, self.layout, self.dtype, device=self.device)
         self._retrain_data = (builder, data, scale)
         q = self.param("q_value") if cfg.activation == "polyrelu" else 1.0
-        self.act = Activation(cfg.activation, q)
+        self.act = Activation(cfg.activation, q, network_output_scale(cfg))
 
         # ---- forget / retain split (forget_select: random subset, or the label-flipped samples first)
         u = torch.as_tensor(hash_uniform(STREAM_FORGET, self.keys, 0, n), device=self.device)
@@ -185,6 +206,7 @@ class GroupRun:
         self.unlearn_batch = 0 if cfg.unlearn_optimizer == "gd" else cfg.batch_size
         self.train_lr, self.unlearn_lr = self.param("lr"), self.param("unlearn_lr")
         zero = torch.zeros(C, dtype=self.dtype, device=self.device)
+        self._np_params["rho"] = np.array([sam_radius(c) for c in configs], dtype=np.float64)  # rho_rule
         self.train_rho = self.param("rho") if cfg.optimizer == "sam" else zero
         self.unlearn_rho = self.param("rho") if cfg.unlearn_optimizer == "sam" else zero
         self.mix = self.param("sam_lambda")
@@ -260,7 +282,7 @@ class GroupRun:
         if count and self.t in self.log_steps:
             self._record(info)
         if self.backend.name == "gram":
-            self.tracker.follow(new_state, labels)
+            self.tracker.follow(self.backend.coefficients_on_basis(new_state), labels)
         else:
             self.tracker.add(info.basis_step, labels)
         if count:
@@ -290,11 +312,40 @@ class GroupRun:
             "noise_coef_max_forget": torch.where(sample_forget, zb, -math.inf).amax(dim=(1, 2, 3)),
             "active_noise_fraction": (own_pre > 0).to(self.dtype).mean(dim=(1, 2, 3)),
         }
+        row.update(self._own_class_readouts(info, own, own_pre, zeta_bar))
         for k, v in row.items():
             self.log.setdefault(k, []).append(v)
         if self.save_coefficients:
             for k, v in (("kappa", kappa), ("zeta_bar", zeta_bar), ("zeta", zeta)):
                 self.log.setdefault(k, []).append(v.clone())
+
+    def _own_class_readouts(self, info, own, own_pre, zeta_bar) -> dict[str, torch.Tensor]:
+        """Per side (retain R / forget F): the fraction of own-class noise neurons (j = y_i) active at the point the
+        step's gradient was taken (W + eps under SAM, W otherwise), the mean own-class noise coefficient
+        zeta_bar_{y_i,r,i} (cross-class entries are 0 by construction and left out), and the mean |l'_i| at W and
+        at the perturbed point (eps lowers the forget loss under NegGrad, so SAM's steps on F are smaller)."""
+        C = own.shape[0]
+        sample_of_noise = self.tracker.sample_of_noise
+        own_noise = own[:, sample_of_noise]  # (C, N): filter set of each noise vector's sample label
+        idx = own_noise[:, None, None, :].expand(C, 1, *zeta_bar.shape[2:])
+        own_zeta = torch.gather(zeta_bar, 1, idx)[:, 0]  # (C, m, N)
+        mult = self.layout.noise_multiplicity
+        perturbed_out = network_output(self.act, *info.perturbed_preacts, mult)
+        slope_at_w = torch.sigmoid(-self.labels * info.outputs)  # |l'(y f)| = 1 / (1 + e^{y f})
+        slope_at_eps = torch.sigmoid(-self.labels * perturbed_out)
+        active = (own_pre > 0).to(self.dtype).mean(dim=(1, 3))  # (C, n): own_pre is (C, m, n, P-1)
+        zeta_per_noise = own_zeta.mean(dim=1)  # (C, N), mean over the filters r
+        out = {}
+        for side, members in (("retain", self.retain), ("forget", self.forget)):
+            weights = members.to(self.dtype)
+            count = weights.sum(dim=1).clamp(min=1)
+            noise_weights = weights[:, sample_of_noise]
+            out[f"active_noise_fraction_{side}"] = (active * weights).sum(dim=1) / count
+            out[f"own_noise_coef_mean_{side}"] = ((zeta_per_noise * noise_weights).sum(dim=1)
+                                                  / noise_weights.sum(dim=1).clamp(min=1))
+            out[f"loss_slope_{side}"] = (slope_at_w * weights).sum(dim=1) / count
+            out[f"loss_slope_perturbed_{side}"] = (slope_at_eps * weights).sum(dim=1) / count
+        return out
 
     def _record_final(self, state) -> None:
         if self.total_steps in self.log_steps and len(self.log.get("step", [])) < len(self.log_steps):
@@ -353,8 +404,7 @@ class GroupRun:
             outs = []
             for s in range(0, len(configs), chunk):
                 sl = slice(s, s + chunk)
-                sub = GramBackend(self.layout, self.backend.G[sl], self.backend.H[sl], self.backend.Q0[sl],
-                                  self.backend.init_e1[sl], self.backend.basis_e1[sl])
+                sub = self.backend.select(sl)
                 outs.append(sub.test_outputs(state[sl], self._act_slice(sl), draws[sl], sigma_p[sl],
                                              self.param("signal_strength")[sl], cfg.noise_projected,
                                              self.layout.noise_multiplicity))
@@ -371,7 +421,7 @@ class GroupRun:
 
     def _act_slice(self, sl):
         if self.cfg.activation == "polyrelu":
-            return Activation("polyrelu", self.act.q[sl])
+            return self.act.select(sl)
         return self.act
 
     # ------------------------------------------------------------------ the run

@@ -6,7 +6,7 @@ Shapes: ``C`` configurations, filters indexed ``(j, r)`` with j = +1 at index 0 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -16,16 +16,25 @@ SIGN_J = (1.0, -1.0)  # j for filter-set index 0 and 1
 
 @dataclass(frozen=True)
 class Activation:
-    """``relu``: sigma(z) = max(0, z); ``polyrelu``: sigma(z) = max(0, z)^q (Cao et al.)."""
+    """``relu``: sigma(z) = max(0, z); ``polyrelu``: sigma(z) = max(0, z)^q (Cao et al.).
+
+    It also carries the other untrained part of the network, the second layer: ``f = output_scale * sum_{r,p}
+    [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]``; ``None`` is spec §2's 1/m (a mean over patches or
+    no 1/m, as in the (K) authors' script, is another scale)."""
 
     name: str
     q: torch.Tensor | float = 1.0  # per configuration, shape (C,) for polyrelu
+    output_scale: float | None = None
 
     def select(self, index: torch.Tensor) -> Activation:
         """The activation of a subset of configurations (polyrelu carries one q per configuration)."""
         if isinstance(self.q, torch.Tensor):
-            return Activation(self.name, self.q[index])
+            return replace(self, q=self.q[index])
         return self
+
+    def readout(self, m: int) -> float:
+        """The second-layer weight magnitude: ``1/m`` (spec §2) unless ``output_scale`` is set."""
+        return 1.0 / m if self.output_scale is None else self.output_scale
 
     def _q(self, z: torch.Tensor):
         if isinstance(self.q, torch.Tensor):
@@ -66,7 +75,8 @@ def _signal_sum(act: Activation, signal_pre) -> torch.Tensor:
 
 def network_output(act: Activation, signal_pre: torch.Tensor, noise_pre: torch.Tensor,
                    noise_multiplicity: float = 1.0, noise_values: torch.Tensor | None = None) -> torch.Tensor:
-    """``f(W, x_i) = (1/m) sum_{r,p} [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]`` → (C, n).
+    """``f(W, x_i) = (1/m) sum_{r,p} [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]`` → (C, n)
+    (``act.output_scale`` in place of 1/m when set).
 
     ``signal_pre`` (C, 2, m, n) holds the signal patch, ``noise_pre`` (C, 2, m, n, P_n) the stored noise patches;
     ``noise_multiplicity`` weights them (P-1 when a sample's noise patches are one shared vector stored once)."""
@@ -74,7 +84,9 @@ def network_output(act: Activation, signal_pre: torch.Tensor, noise_pre: torch.T
     noise_values = act.value(noise_pre) if noise_values is None else noise_values
     noise = noise_values.sum(dim=(2, 4))  # (C, 2, n)
     per_set = _signal_sum(act, signal_pre) + (noise if noise_multiplicity == 1.0 else noise_multiplicity * noise)
-    return (per_set[:, 0] - per_set[:, 1]) / m
+    if act.output_scale is None:
+        return (per_set[:, 0] - per_set[:, 1]) / m
+    return (per_set[:, 0] - per_set[:, 1]) * act.output_scale
 
 
 def logistic_loss(margin: torch.Tensor) -> torch.Tensor:
@@ -94,7 +106,9 @@ def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise
 
     The gradient (spec §2, [derived]) is ``dL/dw_{j,r} = sum_{i,p} coef[j,r,i,p] x_i^{(p)}`` with
     ``coef[j,r,i,p] = a_i l'_i y_i j sigma'(<w_{j,r}, x_i^{(p)}>) / m`` (times the noise multiplicity for shared
-    noise patches). Every objective of the project (GD, SGD batches, NegGrad's ``alpha L(R) - (1-alpha) L(F)``,
+    noise patches; ``act.output_scale`` in place of 1/m when set; a filter bias, being the weight of a constant
+    coordinate 1 in every patch, gets ``sum_{i,p} coef[j,r,i,p]``).
+    Every objective of the project (GD, SGD batches, NegGrad's ``alpha L(R) - (1-alpha) L(F)``,
     random labels) is such a weighted sum with per-sample weights ``a`` and labels ``y``.
 
     Returns ``(loss (C,), per-sample loss (C, n), output f (C, n), (coef_signal, coef_noise))`` with the shapes
@@ -107,7 +121,8 @@ def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise
     per_sample = logistic_loss(margin)
     loss = (sample_weights * per_sample).sum(dim=1)
     m = noise_pre.shape[2]
-    factor = sample_weights * logistic_derivative(margin) * labels / m  # (C, n)
+    factor = sample_weights * logistic_derivative(margin) * labels  # (C, n)
+    factor = factor / m if act.output_scale is None else factor * act.output_scale
     if coef_scale is not None:
         factor = factor * coef_scale[:, None]
     sign_j = noise_pre.new_tensor(SIGN_J).view(1, 2, 1, 1)

@@ -43,6 +43,8 @@ def test_statement_tags_and_reconstruction_flags():
     assert statements.get("chen_sam").is_reconstruction
     assert statements.get("alpha_threshold").is_reconstruction
     assert not statements.get("chen_sgd").is_reconstruction
+    lemma_3_4 = statements.get("unlearning_lemma_3_4")  # the difference is the statement, the ratio a read-out
+    assert lemma_3_4.is_reconstruction and {"signal_surplus", "rate_ratio_readout"} <= set(lemma_3_4.relations)
     with pytest.raises(KeyError, match="unknown statement"):
         statements.get("no_such_theorem")
 
@@ -66,8 +68,10 @@ BREAKAGES = {
                                   "sgd_boundary_solved_forms"]),
     "(K) bound grows in the SNR": ("kou_bounds", "benign_error_bound", lambda b: sym.p + 1 / (b - sym.p),
                                    ["kou_bound_tends_to_p", "kou_bound_monotone", "kou_log_excess_linear"]),
-    "signal surplus cubic": ("unlearning_lemma_3_4", "rate_ratio", lambda r: r * sym.phi,
-                             ["lemma_3_4_surplus_slope"]),
+    "signal surplus cubic": ("unlearning_lemma_3_4", "signal_surplus", lambda r: r * sym.phi,
+                             ["lemma_3_4_surplus_is_a_difference", "surplus_matches_alpha_gap"]),
+    "(K) benign condition reversed": ("kou_bounds", "benign_condition", lambda c: sp.Le(c.lhs, c.rhs),
+                                      ["kou_bounds_directions", "kou_constants_consistent"]),
     "retain threshold below full": ("unlearning_thm_3_2", "threshold_retain",
                                     lambda t: t * sym.n_R ** sp.Rational(1, 2),
                                     ["thm_3_2_retain_threshold_above_full"]),

@@ -78,11 +78,57 @@ def test_linear_fit_r2():
     assert (slope, intercept, r2) == pytest.approx((-2, 1, 1))
 
 
-def test_slope_verdict_rules():
-    assert validation.slope_verdict(0.2, 0.15, 0.25, (0.05, 0.5), +1) == "agrees"
-    assert validation.slope_verdict(-0.2, -0.3, -0.1, (0.05, 0.5), +1) == "disagrees"
-    assert validation.slope_verdict(-0.2, -0.3, -0.1, (-0.5, -0.05), -1) == "agrees"
-    assert validation.slope_verdict(float("nan"), 0, 1, (0.05, 0.5), +1) == "inconclusive"
+def _est(value, lo, hi, seeds=10):
+    return {"value": value, "ci_low": lo, "ci_high": hi, "seeds": seeds,
+            "distinct": calibration.distinct_resamples(seeds), "n_valid": 100}
+
+
+def test_band_rule_agrees_disagrees_and_refuses_thin_evidence():
+    assert validation.band_rule(_est(0.2, 0.15, 0.25), 0.25, 0.125, 200)[0] == "agrees"
+    assert validation.band_rule(_est(0.06, 0.05, 0.07), 0.25, 0.125, 200)[0] == "disagrees"  # old band took 0.06
+    assert validation.band_rule(_est(0.6, 0.5, 0.7), 0.25, 0.125, 200)[0] == "disagrees"
+    assert validation.band_rule(_est(0.1, 0.05, 0.13), 0.25, 0.125, 200)[0] == "agrees"  # CI meets the band
+    assert validation.band_rule(_est(0.25, 0.2, 0.3, seeds=3), 0.25, 0.125, 200)[0] == "inconclusive"
+    assert validation.band_rule(_est(float("nan"), 0, 1), 0.25, 0.125, 200)[0] == "inconclusive"
+    assert validation.band_rule(_est(2.0, 1.9, 2.1), 2.0, 0.5, 200)[0] == "agrees"
+
+
+def test_distinct_resamples_counts_multisets():
+    assert calibration.distinct_resamples(3) == 10  # the user's example: 3 seeds give 10 distinct resamples
+    assert calibration.distinct_resamples(10) == 92378
+    assert calibration.distinct_resamples(0) == 0
+
+
+def test_premise_gate_excludes_whole_cells_and_counts_them():
+    df = pd.DataFrame({"d": [100, 100, 100, 100, 200, 200], "signal_strength": [1.0, 1.0, 2.0, 2.0, 1.0, 1.0],
+                       "seed": [0, 1, 0, 1, 0, 1], "pre_train_error": [0.0, 0.05, 0.0, 0.0, 0.0, float("nan")],
+                       "pre_train_loss": [0.01, 0.2, 0.3, 0.01, 0.01, 0.01]})
+    ok = calibration.interpolated(df)
+    assert ok.tolist() == [True, False, True, True, True, False]
+    kept, used, excluded = calibration.gate_cells(df, ["d", "signal_strength"], ok)
+    assert (used, excluded) == (1, 2) and kept.index.tolist() == [2, 3]  # one failing seed excludes the cell
+    ok = calibration.interpolated(df, loss_eps=0.1)
+    assert ok.tolist() == [True, False, False, True, True, False]
+
+
+def test_pretrain_columns_fall_back_to_final_ones_without_unlearning():
+    df = pd.DataFrame({"pretrain_test_error": [0.2, np.nan], "test_error": [0.3, 0.4],
+                       "pretrain_train_error": [0.0, np.nan], "train_error": [0.1, 0.05],
+                       "pretrain_train_loss": [0.01, np.nan], "train_loss": [0.2, 0.3],
+                       "pretrain_test_error_se": [0.01, np.nan], "test_error_se": [0.02, 0.02]})
+    out = validation.with_premise(df)
+    assert out["pre_test_error"].tolist() == [0.2, 0.4]
+    assert out["interpolated"].tolist() == [True, False]
+
+
+def test_boundary_reasons_name_why_a_boundary_is_missing():
+    grid = pd.DataFrame({"d": [1, 1, 2, 2, 3], "signal_strength": [1.0, 2.0, 1.0, 2.0, 1.0],
+                         "pre_test_error": [0.3, 0.1, 0.3, 0.3, 0.1]})
+    used = grid[grid["d"] != 3]
+    reasons = calibration.boundary_reasons(used, "signal_strength", "d", 0.15, "pre_test_error", grid=grid)
+    assert reasons[1][0] == pytest.approx(1.75) and reasons[1][1] == ""
+    assert math.isnan(reasons[2][0]) and "never" in reasons[2][1]
+    assert math.isnan(reasons[3][0]) and "excluded" in reasons[3][1]
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +142,19 @@ def test_validate_tiny_complete_table(tiny_run):
     table = pd.read_csv(tiny_run / "validation.csv", keep_default_na=False)
     assert list(table.columns) == list(validation.COLUMNS)
     assert set(table["verdict"]) <= set(validation.VERDICTS)
-    covered = {p.split()[0].rstrip("abc") for p in table["prediction"]}
+    covered = {p.split()[0].rstrip("abcd") for p in table["prediction"]}
     assert {str(k) for k in range(2, 12)} <= covered
     for col in ("prediction", "measured", "expected", "verdict"):
         assert (table[col].astype(str).str.len() > 0).all(), col
     for v in table["value"]:
         assert v == "" or np.isfinite(float(v))
     assert not any("not run" in m for m in table["measured"]), table["measured"].tolist()
+    assert ((table["cells_used"] + table["cells_excluded"]) > 0).all()
+    # the gate's counts match the sweep: GD/SAM cells of heat_d whose every seed fitted its training set
+    heat = validation.with_premise(pd.read_csv(tiny_run / "sweeps" / "heat_d" / "results.csv"))
+    cells = heat.groupby(["optimizer", "d", "signal_strength"])["interpolated"].all()
+    row4a = table[table["prediction"].str.startswith("4a")].iloc[0]
+    assert (row4a["cells_used"], row4a["cells_excluded"]) == (int(cells.sum()), int((~cells).sum()))
     md = (tiny_run / "validation.md").read_text()
     assert "| prediction |" in md and "## Settings" in md
 

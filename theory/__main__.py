@@ -3,7 +3,10 @@
     python -m theory check           # readable report, one block per check; exit status 1 if any check fails
     python -m theory check --json    # JSON list: name, statement, passed, tag, reconstruction, steps, counterexample
     python -m theory statements      # the statements of spec §6 with their tags and sympy relations
+    python -m theory mutations [--json]  # deliberately wrong statements; exit 1 if one passes every check
     python -m theory validate --preset smoke --out DIR   # simulate spec §7 predictions 2-11: DIR/validation.{csv,md}
+    python -m theory controls [--json]   # every verdict rule on a world built to satisfy / to violate it
+    python -m theory claims --validation DIR   # docs/claims-theory.md from DIR/validation.csv
 
 Items tagged [med]/[lo], and sympy forms written here from a summary, are printed as "reconstruction": they are not
 the papers' exact statements (spec/theory.md, confidence tags).
@@ -56,20 +59,83 @@ def statement_dict(statement: Statement) -> dict:
             "relations": {key: sp.sstr(value) for key, value in statement.relations.items()}}
 
 
+def _mutations(as_json: bool, all_checks: bool) -> int:
+    """``python -m theory mutations``: exit 1 if a mutation fails no check or the unmutated statements fail one."""
+    from .mutations import format_table, run_mutations
+
+    report = run_mutations(all_checks=all_checks)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in report.results], indent=2))
+    else:
+        print(format_table(report))
+    if report.baseline_failures:
+        print("unmutated statements fail: " + ", ".join(report.baseline_failures), file=sys.stderr)
+    if report.missed:
+        print("mutations no check catches: " + ", ".join(report.missed), file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _controls(as_json: bool, rules: list[str] | None) -> int:
+    """``python -m theory controls``: exit 1 unless every positive control agrees and every negative disagrees."""
+    from .controls import run_controls
+
+    try:
+        results = run_controls(rules)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"{'rule':6} {'positive':13} {'negative':13} passed")
+        for r in results:
+            print(f"{r['rule']:6} {r['positive']:13} {r['negative']:13} {'yes' if r['passed'] else 'NO'}")
+    failed = [r["rule"] for r in results if not r["passed"]]
+    if failed:
+        print("rules whose controls fail: " + ", ".join(failed), file=sys.stderr)
+    return 0 if not failed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m theory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("check", "run the symbolic checks"), ("statements", "list the statements")):
         sub.add_parser(name, help=help_text).add_argument("--json", action="store_true", help="print JSON")
-    val = sub.add_parser("validate", help="check spec §7 predictions against the simulator")
+    val = sub.add_parser("validate", help="check predictions 2-11 against the simulator (premise-gated)")
     val.add_argument("--preset", default="smoke", choices=["smoke", "quick", "paper", "tiny"],
                      help="sweep sizes (tiny: a few seconds, for tests)")
     val.add_argument("--out", default="results/validation", help="output folder (sweeps cached in OUT/sweeps)")
     val.add_argument("--only", action="append", help="run only these predictions (2..11; repeatable)")
     val.add_argument("--executor", default="inprocess", choices=["inprocess", "pool"])
     val.add_argument("--workers", type=int, default=2)
+    mut = sub.add_parser("mutations", help="apply deliberately wrong statements; every one must fail a check")
+    mut.add_argument("--json", action="store_true", help="print JSON")
+    mut.add_argument("--all-checks", action="store_true", help="run every check, not only those reading the statement")
+    ctl = sub.add_parser("controls", help="run every verdict rule on tables built to satisfy and to violate it")
+    ctl.add_argument("--json", action="store_true", help="print JSON")
+    ctl.add_argument("--rule", action="append", help="only these rules (e.g. 2a, 8; repeatable)")
+    clm = sub.add_parser("claims", help="write docs/claims-theory.md from a validation folder")
+    clm.add_argument("--validation", default="results/validation", help="folder holding validation.csv")
+    clm.add_argument("--out", default="docs/claims-theory.md", help="Markdown file to write")
     args = parser.parse_args(argv)
+
+    if args.command == "controls":
+        return _controls(args.json, args.rule)
+
+    if args.command == "claims":
+        from .claims import write_claims
+
+        try:
+            path = write_claims(args.validation, args.out)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
+
+    if args.command == "mutations":
+        return _mutations(args.json, args.all_checks)
 
     if args.command == "validate":
         from pathlib import Path

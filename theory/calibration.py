@@ -189,3 +189,86 @@ def noise_change(traj: dict, start_step: float, side: str) -> float:
     start = int(np.argmin(np.abs(traj["step"] - start_step)))
     series = traj[f"noise_coef_max_{side}"]
     return float(series[-1] - series[start])
+
+
+# ---------------------------------------------------------------------- premise gate and seed bootstrap
+
+
+def distinct_resamples(k: int) -> int:
+    """Number of distinct multisets of size k drawn with replacement from k seeds: C(2k - 1, k)."""
+    from math import comb
+
+    return comb(2 * k - 1, k) if k > 0 else 0
+
+
+def interpolated(df: pd.DataFrame, error: str = "pre_train_error", loss: str = "pre_train_loss",
+                 loss_eps: float | None = None) -> pd.Series:
+    """Per run: the premise of every bound — every training sample fitted (train error exactly 0, flipped labels
+    included) and, when ``loss_eps`` is given, train loss <= ``loss_eps``. A non-finite value fails the premise."""
+    err = pd.to_numeric(df[error], errors="coerce")
+    ok = np.isfinite(err) & (err == 0)
+    if loss_eps is not None:
+        lo = pd.to_numeric(df[loss], errors="coerce")
+        ok &= np.isfinite(lo) & (lo <= loss_eps)
+    return pd.Series(np.asarray(ok, bool), index=df.index)
+
+
+def gate_cells(df: pd.DataFrame, cell: list[str], ok: pd.Series) -> tuple[pd.DataFrame, int, int]:
+    """Keep the cells (groups of ``cell`` columns, all seeds) whose every run satisfies ``ok``.
+
+    Returns ``(rows of the kept cells, cells kept, cells excluded)``. A cell with one failing seed is excluded
+    whole, so a seed mean never mixes runs inside and outside the premise."""
+    if df.empty:
+        return df, 0, 0
+    keys = df[cell].astype(str).agg("|".join, axis=1) if len(cell) > 1 else df[cell[0]].astype(str)
+    good = ok.groupby(keys).transform("all").astype(bool)
+    kept_cells = int(keys[good].nunique())
+    excluded_cells = int(keys.nunique()) - kept_cells
+    return df[good], kept_cells, excluded_cells
+
+
+def boundary_reasons(df: pd.DataFrame, x: str, by: str, threshold: float, y: str,
+                     grid: pd.DataFrame | None = None) -> dict:
+    """For each value of ``by``: the boundary (see :func:`boundary_from_grid`) and, when it is NaN, why.
+
+    ``grid`` (the table before the premise gate) tells an excluded cell from one that was never simulated."""
+    out = {}
+    values = sorted(set((grid if grid is not None else df)[by]))
+    for v in values:
+        part = df[df[by] == v]
+        if part.empty:
+            out[v] = (float("nan"), "every cell excluded (not interpolated)")
+            continue
+        means = part.groupby(x)[y].mean()
+        b = _crossing(means.index.to_numpy(float), means.to_numpy(float), threshold)
+        if np.isfinite(b):
+            reason = "at the grid's smallest ||mu|| (boundary at or below it)" if b == means.index.min() else ""
+        else:
+            reason = f"error never <= {threshold:g} on the used grid (up to {means.index.max():g})"
+        out[v] = (b, reason)
+    return out
+
+
+def bootstrap_statistic(df: pd.DataFrame, statistic, n_boot: int = 200, seed: int = 0, level: float = 0.95,
+                        seed_col: str = "seed") -> dict:
+    """A statistic of a seed-level table with a percentile bootstrap over seeds (all cells resampled together).
+
+    Returns ``value`` (full data), ``ci_low``, ``ci_high``, ``n_valid`` (finite replicates), ``seeds`` and
+    ``distinct`` (how many different resamples exist: C(2k-1, k) for k seeds). With few seeds the bootstrap has
+    few distinct resamples and its interval is too narrow: callers treat ``distinct < n_boot`` as too few."""
+    value = float(statistic(df))
+    seeds = np.unique(df[seed_col].to_numpy()) if len(df) else np.array([])
+    codes = np.searchsorted(seeds, df[seed_col].to_numpy()) if seeds.size else np.array([], int)
+    rows_of = [np.flatnonzero(codes == k) for k in range(seeds.size)]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot if seeds.size else 0):
+        drawn = rng.integers(0, seeds.size, size=seeds.size)
+        sample = df.iloc[np.concatenate([rows_of[k] for k in drawn])]
+        v = float(statistic(sample))
+        if np.isfinite(v):
+            draws.append(v)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(draws, [tail, 100 - tail]) if draws else (np.nan, np.nan)
+    return {"value": value, "ci_low": float(lo), "ci_high": float(hi), "n_valid": len(draws),
+            "seeds": int(seeds.size), "distinct": distinct_resamples(int(seeds.size))}

@@ -5,7 +5,12 @@ statements through :func:`theory.statements.get` at run time, records sympy step
 :meth:`Proof.require` — a failed claim fails the check, a check without claims cannot pass. Signs are proved from the
 symbols' assumptions (``is_positive``/``is_negative``), else after ``simplify``, else only numerically at seeded
 random points from :data:`theory.symbols.RANGES`, and the steps say which. Nothing is a hard-coded verdict: replacing
-a statement by a wrong one (e.g. the SGD threshold growing in n) makes the checks on it fail.
+a statement by a wrong one (e.g. the SGD threshold growing in n) makes the checks on it fail; :mod:`theory.mutations`
+applies many such wrong statements in turn and reports which checks catch each.
+
+Checks test *consequences* of a statement rather than restating it: the direction of a benign/harmful condition is
+read off its limits at strong and vanishing signal, disjointness of two regions off the solved relations, Lemma 3.4
+off a model of the kappa recursion, the alpha ordering off a model of NegGrad's signal race.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import sympy as sp
 
-from .statements import RECONSTRUCTION_TAGS, get
+from .statements import HARMFUL_EXCESS, RECONSTRUCTION_TAGS, get, kappa_step
 from .symbols import (
     C1,
     C1_U,
@@ -28,8 +33,12 @@ from .symbols import (
     C_maxpart,
     C_sam,
     P,
+    T,
     alpha,
+    alpha_star_sam,
+    alpha_star_sgd,
     d,
+    eps,
     lam,
     loss_slope,
     mu,
@@ -45,6 +54,7 @@ from .symbols import (
     sigma_p,
     snr_ratio,
     tau,
+    test_error,
     u,
 )
 
@@ -121,6 +131,26 @@ class Proof:
         return self.require(True, f"{label} is {word} at {SPOT_POINTS} random points (numerical evidence only: "
                                   "sympy could not decide the sign)")
 
+    def require_decided(self, relation, expected: bool, label: str) -> bool:
+        """Claim that ``relation`` (a sympy relation or boolean) is ``expected`` for all values of its symbols."""
+        verdict = decide(relation)
+        shown = "undecided" if verdict is None else str(verdict)
+        told = "" if isinstance(relation, (bool, sp.logic.boolalg.BooleanAtom)) else f" {sp.sstr(relation)}"
+        return self.require(verdict is expected, f"{label}:{told} is {shown} (expected {expected})")
+
+    def require_limit(self, relation, symbol, point, holds: bool, label: str) -> bool:
+        """Claim that the inequality ``relation`` holds (``holds=True``) or fails in the limit ``symbol -> point``.
+
+        Decided from the limit of its :func:`margin` (positive: holds, negative: fails); a zero or undecided limit
+        proves neither.
+        """
+        gap = margin(relation)
+        limit = sp.limit(gap, symbol, point, "+")
+        verdict = True if limit.is_extended_positive else False if limit.is_extended_negative else None
+        where = f"{symbol} -> {sp.sstr(point)}" + ("+" if point == 0 else "")
+        word = "holds" if holds else "fails"
+        return self.require(verdict is holds, f"{label} {word} as {where}: margin {sp.sstr(gap)} -> {sp.sstr(limit)}")
+
     def require_slope(self, expr, symbol, expected, label: str) -> bool:
         slope = log_slope(expr, symbol)
         return self.require(sp.simplify(slope - expected) == 0,
@@ -157,6 +187,52 @@ def scaling_ratio(expr, factors: dict) -> sp.Expr:
 def condition_ratio(relation) -> sp.Expr:
     """``lhs / rhs`` of an inequality: the quantity the condition compares to 1."""
     return sp.simplify(relation.lhs / relation.rhs)
+
+
+def margin(relation) -> sp.Expr:
+    """``lhs - rhs`` of ``>=``/``>``, ``rhs - lhs`` of ``<=``/``<``: the inequality holds iff its margin is >= 0."""
+    if isinstance(relation, (sp.GreaterThan, sp.StrictGreaterThan)):
+        return relation.lhs - relation.rhs
+    if isinstance(relation, (sp.LessThan, sp.StrictLessThan)):
+        return relation.rhs - relation.lhs
+    raise TypeError(f"not an inequality: {sp.sstr(relation)}")
+
+
+def decide(relation) -> bool | None:
+    """True/False when ``relation`` holds/fails for all values of its (positive) symbols, None when sympy cannot tell.
+
+    Tries ``simplify`` first, then the sign of the factored margin of an inequality or difference of an equation.
+    """
+    value = sp.simplify(relation)
+    if value in (sp.true, True):
+        return True
+    if value in (sp.false, False):
+        return False
+    if isinstance(value, (sp.Equality, sp.Unequality)):
+        zero = sp.simplify(value.lhs - value.rhs)
+        nonzero = zero.is_nonzero
+        if zero == 0 or nonzero is not None:
+            is_equal = zero == 0 or not nonzero
+            return is_equal if isinstance(value, sp.Equality) else not is_equal
+        return None
+    if isinstance(value, sp.core.relational.Relational):
+        gap = sp.factor(sp.simplify(margin(value)))
+        strict = isinstance(value, (sp.StrictGreaterThan, sp.StrictLessThan))
+        if gap.is_positive or (not strict and gap.is_nonnegative):
+            return True
+        if gap.is_negative or (strict and gap.is_nonpositive):
+            return False
+    return None
+
+
+def solution_in(relation, symbol) -> sp.Set:
+    """The positive values of ``symbol`` satisfying the inequality ``relation`` (``solve_univariate_inequality``)."""
+    solved = sp.solve_univariate_inequality(relation, symbol, relational=False)
+    if isinstance(solved, sp.Interval) and (solved.inf == -sp.oo or solved.inf.is_nonpositive):
+        return sp.Interval(0, solved.sup, True, solved.right_open)  # sympy leaves such intersections unevaluated
+    if isinstance(solved, sp.Interval) and solved.inf.is_nonnegative:
+        return solved
+    return sp.Intersection(solved, sp.Interval.open(0, sp.oo))
 
 
 CHECKS: dict[str, Callable[[], CheckResult]] = {}
@@ -256,6 +332,89 @@ def cao_threshold_and_race(proof: Proof) -> None:
                        "benign condition's ratio")
 
 
+# --- benign/harmful directions, disjoint regions, harmful levels ------------------------------------------------
+
+# (statement, signal symbol, {relation: holds at strong signal?}, symbols whose growth helps (n) / hurts (d) the benign
+# condition). A benign condition must hold at strong signal and fail at vanishing signal; a harmful one the reverse.
+DIRECTIONS = {
+    "cao_benign": (mu, {"benign_condition": True, "harmful_condition": False}, True),
+    "kou_bounds": (mu, {"benign_condition": True, "harmful_condition": False}, True),
+    "chen_sgd": (mu, {"benign_condition": True, "harmful_condition": False}, True),
+    "chen_sam": (mu, {"benign_condition": True}, False),
+    "unlearning_thm_3_2": (phi, {"benign_condition": True}, True),
+    "unlearning_thm_3_3": (phi, {"benign_condition": True}, False),
+}
+
+
+def _directions(name: str):
+    signal, relations, sample_dependent = DIRECTIONS[name]
+
+    def body(proof: Proof) -> None:
+        statement = get(name)
+        for key, benign in relations.items():
+            relation = statement.relations[key]
+            proof.note(f"{key}:", relation)
+            proof.require_limit(relation, signal, sp.oo, benign, f"{key} at strong signal")
+            proof.require_limit(relation, signal, 0, not benign, f"{key} at vanishing signal")
+            if sample_dependent:
+                proof.require_limit(relation, n, sp.oo, benign, f"{key} with many samples")
+                proof.require_limit(relation, d, sp.oo, not benign, f"{key} in high dimension")
+    return body
+
+
+for _name, (_signal, _relations, _dependent) in DIRECTIONS.items():
+    check(f"{_name}_directions", f"{get(_name).source.split(',')[0]}: {' and '.join(_relations)} point the right "
+          f"way: benign at strong signal{', many samples' if _dependent else ''}, not at vanishing signal"
+          f"{' or in high dimension' if _dependent else ''}; harmful the reverse", get(_name).tag,
+          get(_name).is_reconstruction)(_directions(_name))
+del _name, _signal, _relations, _dependent
+
+
+def _regions(proof: Proof, name: str) -> tuple[sp.Set, sp.Set]:
+    """Benign and harmful regions of statement ``name`` in n, solved from its relations; claims they are disjoint
+    exactly when C3 < C1."""
+    rel = get(name).relations
+    benign, harmful = (solution_in(rel[key], n) for key in ("benign_condition", "harmful_condition"))
+    proof.note("benign region in n:", benign)
+    proof.note("harmful region in n:", harmful)
+    proof.require(isinstance(benign, sp.Interval) and benign.sup == sp.oo and benign.inf.is_positive,
+                  "the benign region is [n*, oo): enough samples make overfitting benign")
+    proof.require(isinstance(harmful, sp.Interval) and harmful.inf == 0 and harmful.sup.is_finite,
+                  "the harmful region is (0, n**]: too few samples")
+    if not (isinstance(benign, sp.Interval) and isinstance(harmful, sp.Interval)):
+        return benign, harmful
+    overlap = sp.factor(harmful.sup - benign.inf)
+    proof.note("a common point needs n** - n* >= 0, with n** - n* =", overlap)
+    k = sp.Symbol("k", positive=True)
+    proof.require_sign(overlap.subs(C3, C1 / (1 + k)), -1, "n** - n* at C3 = C1/(1 + k), k > 0 (C3 < C1)")
+    proof.require_sign(overlap.subs(C3, C1 * (1 + k)), 1, "n** - n* at C3 = C1 (1 + k) (C3 > C1: the regions meet)")
+    return benign, harmful
+
+
+for _name in ("cao_benign", "chen_sgd"):
+    check(f"{_name}_regions_disjoint", f"{get(_name).source.split(',')[0]}: solved for n, the benign region is "
+          "[n*, oo), the harmful one (0, n**], and they are disjoint iff C3 < C1", get(_name).tag)(
+        lambda proof, _name=_name: _regions(proof, _name))
+del _name
+
+
+HARMFUL_LEVELS = (("kou_bounds", "harmful_error", p), ("chen_sgd", "harmful_error", p),
+                  ("unlearning_thm_3_2", "harmful_error_with_floor", p), ("unlearning_thm_3_2", "harmful_error", 0))
+
+
+@check("harmful_error_is_above_the_floor", "(K), (C) SGD, (U) Thm 3.2: each harmful error bound is a lower bound on "
+       "the test error that excludes the benign floor (p, or 0 without the floor) and admits p + 2/10", "hi")
+def harmful_error_is_above_the_floor(proof: Proof) -> None:
+    for name, key, floor in HARMFUL_LEVELS:
+        relation = get(name).relations[key]
+        proof.require_decided(relation.subs(test_error, floor), False, f"{name}.{key} at test error {floor}")
+        proof.require_decided(relation.subs(test_error, p + 2 * HARMFUL_EXCESS), True,
+                              f"{name}.{key} at test error p + 2/10")
+    bound_limit = sp.limit(_kou_bound(), n, sp.oo)
+    proof.require_decided(get("kou_bounds").relations["harmful_error"].subs(test_error, bound_limit), False,
+                          "(K) harmful bound at the benign bound's limit (n -> oo)")
+
+
 # --- (C) SAM vs SGD ---------------------------------------------------------------------------------------------
 
 @check("sam_only_window_nonempty", "(C) the SAM-only benign window C_sam <= ||mu|| < ||mu||*_SGD is non-empty iff "
@@ -331,6 +490,18 @@ def lemma_3_1_neggrad_flips_perturbation(proof: Proof) -> None:
     switched = switched.replace(sp.Heaviside, lambda arg, *rest: sp.Heaviside(sp.factor(arg), *rest))
     proof.note("SAM noise step on R when |<eps, xi_i>| = (1 + v) a0, v > 0:", switched)
     proof.require_zero(switched, "SAM step on R vanishes")
+    active = rel["noise_step_sam_retain"].subs(preactivation, -rel["perturbation_along_noise_retain"] * (1 + v))
+    active = active.replace(sp.Heaviside, lambda arg, *rest: sp.Heaviside(sp.factor(arg), *rest))
+    proof.require_zero(active - rel["noise_step_sgd_retain"], "SAM step on R = SGD step while a0 = (1 + v) "
+                       "|<eps, xi_i>| (the perturbation is too small to switch the neuron off)")
+    proof.require_decided(rel["forget_like_sgd"].subs(in_range), True, "relation forget_like_sgd")
+    denoised = rel["retain_denoised"]
+    if proof.require(isinstance(denoised, sp.Implies), "relation retain_denoised is an implication"):
+        for label, factor, holds in (("switched off", 1 / (1 + v), True), ("still active", 1 + v, False)):
+            at = {preactivation: -rel["perturbation_along_noise_retain"] * factor}
+            proof.require_decided(denoised.args[0].subs(at), holds, f"its premise, neuron {label}")
+        at = {preactivation: -rel["perturbation_along_noise_retain"] / (1 + v)}
+        proof.require_decided(denoised.args[1].subs(at), True, "its conclusion, neuron switched off")
 
 
 @check("thm_3_2_retain_threshold_above_full", "(U) Thm 3.2: the SGD-NegGrad threshold with n = n_R exceeds the one "
@@ -357,13 +528,60 @@ def thm_3_2_matches_chen_sgd(proof: Proof) -> None:
     proof.require_zero(ratio.subs(C1_U, C1 ** sp.Rational(1, 4)) - 1, "ratio at C1_U = C1^(1/4) is 1")
 
 
-@check("lemma_3_4_surplus_slope", "(U) Lemma 3.4: the SAM/SGD retain-signal rate ratio Theta(||phi||^2) has log-log "
-       "slope 2 in ||phi|| and does not depend on d, n (spec §7.8)", "seen")
-def lemma_3_4_surplus_slope(proof: Proof) -> None:
-    ratio = get("unlearning_lemma_3_4").relations["rate_ratio"]
-    proof.note("rate ratio =", ratio)
-    proof.require_slope(ratio, phi, 2, "rate ratio")
-    proof.require_free_of(ratio, (d, n, n_R, n_F), "rate ratio")
+@check("thm_3_3_window_with_thm_3_2", "(U) Thm 3.3: SAM-NegGrad's threshold on ||phi|| is free of d and n, and the "
+       "window where SAM-NegGrad is benign below SGD-NegGrad's Thm 3.2 threshold is non-empty exactly for large d/n",
+       "seen")
+def thm_3_3_window_with_thm_3_2(proof: Proof) -> None:
+    condition = get("unlearning_thm_3_3").relations["benign_condition"]
+    solved = sp.solve(sp.Eq(condition.lhs, condition.rhs), phi)
+    proof.note("Thm 3.3 boundary solved for ||phi||:", solved)
+    if not proof.require(len(solved) == 1, "one positive solution"):
+        return
+    sam = solved[0]
+    proof.require_free_of(sam, (d, n, n_R, n_F), "SAM-NegGrad threshold")
+    sgd = get("unlearning_thm_3_2").relations["threshold"]
+    upper = sp.simplify(sgd.subs(d, snr_ratio * n))
+    proof.note("Thm 3.2 threshold with d = r n:", upper)
+    window = sp.solve(sp.Lt(sam.subs(d, snr_ratio * n) ** 4, sp.expand(upper**4)), snr_ratio)
+    proof.note("SAM threshold < SGD threshold solved for r = d/n:", window)
+    large = isinstance(window, sp.StrictGreaterThan) and window.lhs == snr_ratio and window.rhs.is_positive
+    if proof.require(large, "the window is non-empty iff d/n exceeds a positive constant"):
+        proof.require_free_of(window.rhs, (d, n, n_R, n_F), "that constant")
+
+
+@check("lemma_3_4_surplus_is_a_difference", "(U) Lemma 3.4 (spec §6 correction): from the kappa step (eta ||phi||^2/m) "
+       "sum_i a_i |l'(z_i)| yhat_i y_i sigma'_i at W (SGD) and W + eps (SAM), early on (margins z_i = delta (phi c_i + "
+       "b_i), delta -> 0) the SAM - SGD difference scales like ||phi||^2 and the ratio is free of ||phi||; the stated "
+       "surplus has the difference's order and is positive, the stated ratio read-out has the ratio's order", "seen",
+       reconstruction=True)
+def lemma_3_4_surplus_is_a_difference(proof: Proof) -> None:
+    rel = get("unlearning_lemma_3_4").relations
+    delta = sp.Symbol("delta", positive=True)
+    signs = (1, 1, -1)  # two clean retain samples and one with a flipped label
+    weights = sp.symbols("a1:4", positive=True)
+
+    def step(optimizer: str) -> sp.Expr:
+        active = sp.symbols(f"A_{optimizer}_1:4", nonnegative=True)
+        slope, offset = sp.symbols(f"c_{optimizer}_1:4", real=True), sp.symbols(f"b_{optimizer}_1:4", real=True)
+        margins = [delta * (phi * c + b) for c, b in zip(slope, offset, strict=True)]
+        return kappa_step(weights, signs, active, margins)
+
+    sgd, sam = step("SGD"), step("SAM")
+    proof.note("kappa step of SGD (statements.kappa_step):", sgd)
+    leading_sgd, leading_sam = sgd.subs(delta, 0), sam.subs(delta, 0)
+    difference, ratio = sp.factor(leading_sam - leading_sgd), sp.simplify(leading_sam / leading_sgd)
+    proof.note("leading order (delta -> 0): SAM - SGD =", difference)
+    proof.require_slope(difference, phi, 2, "SAM - SGD step")
+    proof.require_free_of(ratio, (phi,), "leading-order SAM / SGD step")
+    correction = sp.diff(sam / sgd, delta).subs(delta, 0)
+    proof.require_zero(sp.diff(correction, phi, 2), "the ratio's first correction in delta is linear in ||phi|| "
+                       "(||phi|| enters the ratio only as delta ||phi||, small early on)")
+    surplus, readout = rel["signal_surplus"], rel["rate_ratio_readout"]
+    proof.note("stated surplus:", surplus)
+    proof.require_free_of(difference / surplus, (phi,), "model difference / stated surplus")
+    proof.require_free_of(ratio / readout, (phi,), "model ratio / stated ratio read-out")
+    proof.require_sign(surplus, 1, "stated surplus (SAM learns retain signal faster)")
+    proof.require_free_of(surplus / phi**2, (d, n, n_R, n_F), "stated surplus / ||phi||^2")
 
 
 @check("surplus_matches_alpha_gap", "(U) at the SGD boundary with P sigma_p = 1, ||phi||^2 = sqrt(C1) sqrt(d/n): the "
@@ -372,7 +590,7 @@ def surplus_matches_alpha_gap(proof: Proof) -> None:
     squared = sp.simplify((_sgd_threshold() ** 2).subs(sigma_p, 1 / P))
     proof.note("||mu||*_SGD^2 at sigma_p = 1/P:", squared)
     proof.require_zero(squared - sp.sqrt(C1) * sp.sqrt(d / n), "equals sqrt(C1) sqrt(d/n)")
-    surplus = get("unlearning_lemma_3_4").relations["rate_ratio"].subs(phi, sp.sqrt(squared))
+    surplus = get("unlearning_lemma_3_4").relations["signal_surplus"].subs(phi, sp.sqrt(squared))
     gap = get("alpha_threshold").relations["gap_order"]
     proof.note("surplus at the boundary:", surplus)
     proof.require_free_of(surplus / gap, (d, n), "surplus / alpha-gap order")
@@ -383,27 +601,71 @@ def surplus_matches_alpha_gap(proof: Proof) -> None:
                           "same with U Thm 3.2's form")
 
 
-@check("sharp_minmax_threshold_ordering", "(U) remark, reconstructed: the Sharp MinMax forget part's threshold "
-       "C_maxpart ||phi||*_SGD (C_maxpart >= 1) is at least SGD's and keeps its slopes in d and n", "seen",
-       reconstruction=True)
+@check("alpha_ordering_follows_surplus", "(U) alpha thresholds, reconstructed: in a linear model of NegGrad's signal "
+       "race (spec §5: forget signal enters with weight -(1 - alpha)), alpha*_M solves alpha r_M - (1 - alpha) f = N; "
+       "with SAM's retain rate r_SGD + the Lemma 3.4 surplus, the stated ordering of alpha*_SGD and alpha*_SAM follows, "
+       "and the gap is first order in the surplus", "seen", reconstruction=True)
+def alpha_ordering_follows_surplus(proof: Proof) -> None:
+    rate, forget_rate, noise = sp.symbols("r_SGD f_F N", positive=True)
+    a = sp.Symbol("a")
+    surplus = get("unlearning_lemma_3_4").relations["signal_surplus"]
+    race = sp.Eq(a * rate - (1 - a) * forget_rate, noise)
+    proof.note("alpha* solves", race)
+    thresholds = {}
+    for label, retain_rate in (("SGD", rate), ("SAM", rate + surplus)):
+        solved = sp.solve(race.subs(rate, retain_rate), a)
+        if not proof.require(len(solved) == 1, f"one alpha*_{label}"):
+            return
+        thresholds[label] = sp.simplify(solved[0])
+        proof.note(f"alpha*_{label} =", thresholds[label])
+    ordering = get("alpha_threshold").relations["ordering"]
+    proof.require_decided(ordering.subs({alpha_star_sgd: thresholds["SGD"], alpha_star_sam: thresholds["SAM"]}), True,
+                          "the stated ordering at the model's thresholds")
+    s = sp.Symbol("s", positive=True)
+    gap = (thresholds["SGD"] - thresholds["SAM"]).subs(surplus, s)
+    first = sp.simplify(sp.diff(gap, s).subs(s, 0))
+    proof.require_sign(first, 1, "alpha*_SGD - alpha*_SAM with surplus s, first order in s")
+    proof.require_zero(gap.subs(s, 0), "no surplus, no gap")
+
+
+@check("sharp_minmax_threshold_ordering", "(U) remark, reconstructed: for every constant the remark allows, the Sharp "
+       "MinMax forget part's threshold C_maxpart ||phi||*_SGD (U Thm 3.2) is at least SGD's, the stated ordering "
+       "says the same, and the threshold keeps SGD's slopes in d and n", "seen", reconstruction=True)
 def sharp_minmax_threshold_ordering(proof: Proof) -> None:
     rel = get("sharp_minmax_remark").relations
-    maxpart = sp.solve(rel["threshold"], phi_star_maxpart)[0]
-    sgd = rel["ordering"].rhs
-    k = sp.Symbol("k", nonnegative=True)
-    excess = sp.factor((maxpart - sgd).subs(C_maxpart, 1 + k))
-    proof.note("C_maxpart = 1 + k, k >= 0: phi*_maxpart - phi*_SGD =", excess)
-    proof.require(excess.is_nonnegative, "phi*_maxpart - phi*_SGD is nonnegative (sympy is_nonnegative)")
+    sgd = get("unlearning_thm_3_2").relations["threshold"]
+    solved = sp.solve(rel["threshold"], phi_star_maxpart)
+    if not proof.require(len(solved) == 1, "one phi*_maxpart solves the threshold relation"):
+        return
+    maxpart = solved[0]
+    allowed = solution_in(rel["constant"], C_maxpart)
+    proof.note("constants allowed by the remark:", allowed)
+    proof.require(sp.Rational(1, 2) not in allowed, "C_maxpart = 1/2 (max part benign below SGD) is excluded")
+    for value in (1, 2, 10):
+        if value in allowed:
+            at = maxpart.subs(C_maxpart, value)
+            proof.require_decided(sp.Ge(at, sgd), True, f"phi*_maxpart >= phi*_SGD at allowed C_maxpart = {value}")
+            proof.require_decided(rel["ordering"].subs(phi_star_maxpart, at), True,
+                                  f"stated ordering at C_maxpart = {value}")
+    proof.require_decided(rel["ordering"].subs(phi_star_maxpart, sgd / 2), False,
+                          "stated ordering with the max part at half SGD's threshold")
     proof.require_slope(maxpart, d, sp.Rational(1, 4), "phi*_maxpart")
     proof.require_slope(maxpart, n, sp.Rational(-1, 4), "phi*_maxpart")
 
 
-@check("alpha_gap_shrinks_with_n", "(U) alpha thresholds, reconstructed: the gap bound C_alpha sqrt(d/n) grows in d "
-       "and falls in n with slopes +1/2, -1/2 (spec §7.9)", "seen", reconstruction=True)
-def alpha_gap_shrinks_with_n(proof: Proof) -> None:
-    gap = get("alpha_threshold").relations["gap_order"]
+@check("alpha_gap_bound_consistent", "(U) alpha thresholds, reconstructed: the gap bound is an upper bound on "
+       "alpha*_SGD - alpha*_SAM by the stated gap order, which grows in d and vanishes as n -> oo with slopes +1/2 "
+       "and -1/2 (spec §7.9)", "seen", reconstruction=True)
+def alpha_gap_bound_consistent(proof: Proof) -> None:
+    rel = get("alpha_threshold").relations
+    gap, bound = rel["gap_order"], rel["gap_bound"]
+    difference = alpha_star_sgd - alpha_star_sam
+    proof.require_decided(bound.subs(alpha_star_sgd, alpha_star_sam + gap), True, "bound at a gap equal to the order")
+    proof.require_decided(bound.subs(alpha_star_sgd, alpha_star_sam + 2 * gap), False, "bound at twice the order")
+    proof.require_decided(bound.subs(alpha_star_sgd, alpha_star_sam), True, "bound at no gap")
+    proof.note("bound compares", difference)
     proof.require_sign(sp.diff(gap, d), 1, "d gap / d d")
-    proof.require_sign(sp.diff(gap, n), -1, "d gap / d n")
+    proof.require(sp.limit(gap, n, sp.oo) == 0, "the gap order vanishes as n -> oo")
     proof.require_slope(gap, d, sp.Rational(1, 2), "gap")
     proof.require_slope(gap, n, sp.Rational(-1, 2), "gap")
 
@@ -447,22 +709,32 @@ def kou_log_excess_linear(proof: Proof) -> None:
     proof.require_zero(sp.diff(in_x, x) + 1 / C2, "slope is -1/C2")
 
 
-@check("kou_constants_consistent", "(K) derived: benign and harmful regions are disjoint iff C3 < C1, and the "
-       "benign bound is below the harmful level p + 0.1 at the benign boundary iff C1 > C2 ln 10", "derived")
+@check("kou_constants_consistent", "(K) derived: solved for n, the benign and harmful regions are disjoint iff "
+       "C3 < C1, and the benign bound at the benign boundary is below the harmful level p + 0.1 iff C1 > C2 ln 10",
+       "derived")
 def kou_constants_consistent(proof: Proof) -> None:
     rel = get("kou_bounds").relations
-    benign, harmful = condition_ratio(rel["benign_condition"]), condition_ratio(rel["harmful_condition"])
-    proof.note("benign: x >= C1 and harmful: x <= C3 with x =", benign * C1)
-    proof.require_zero(benign * C1 - harmful * C3, "both conditions compare the same x")
-    s, t = sp.symbols("s t", nonnegative=True)
-    gap = sp.expand((C1 + s + t) - C1)
-    proof.note("a point in both has x = C1 + s and C3 = x + t (s, t >= 0), so C3 - C1 =", gap)
-    proof.require(gap.is_nonnegative, "C3 - C1 >= 0 for any common point: the regions are disjoint when C3 < C1")
-    at_boundary = _kou_bound().subs(n, C1 * d * sigma_p**4 / mu**4)
-    proof.note("bound at the benign boundary:", at_boundary)
+    benign, _ = _regions(proof, "kou_bounds")
+    if not isinstance(benign, sp.Interval):
+        return
+    at_boundary = _kou_bound().subs(n, benign.inf)
+    proof.note("bound at the benign boundary n* =", at_boundary)
     solved = sp.solve(sp.Lt(at_boundary, rel["harmful_error"].rhs), C1)
-    proof.note("bound < p + 1/10 solved for C1:", solved)
+    proof.note("bound < harmful level solved for C1:", solved)
     proof.require(sp.simplify(solved) == sp.Gt(C1, C2 * sp.log(10)), "C1 > C2 log(10)")
+
+
+@check("kou_time_bound_direction", "(K) the time bound is a lower bound on the number of steps: enough steps satisfy "
+       "it, few do not, and the required T grows as the target loss eps falls and shrinks as d grows", "hi")
+def kou_time_bound_direction(proof: Proof) -> None:
+    relation = get("kou_bounds").relations["time_bound"]
+    proof.require_limit(relation, T, sp.oo, True, "time bound")
+    proof.require_limit(relation, T, 0, False, "time bound")
+    region = solution_in(relation, T)
+    proof.note("steps allowed:", region)
+    if proof.require(isinstance(region, sp.Interval) and region.sup == sp.oo, "allowed steps are [T*, oo)"):
+        proof.require_sign(sp.diff(region.inf, eps), -1, "d T* / d eps")
+        proof.require_sign(sp.diff(region.inf, d), -1, "d T* / d d")
 
 
 # --- dimensions -------------------------------------------------------------------------------------------------

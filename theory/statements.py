@@ -18,7 +18,8 @@ are written as equalities/inequalities with an unknown constant; log factors (Om
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sympy as sp
@@ -32,6 +33,7 @@ from .symbols import (
     B,
     C_alpha,
     C_maxpart,
+    C_ratio,
     C_sam,
     C_surplus,
     P,
@@ -281,16 +283,39 @@ def unlearning_thm_3_3() -> Statement:
     )
 
 
-def unlearning_lemma_3_4() -> Statement:
-    """(U) Lemma 3.4, "signal surplus" [seen, summary]: SAM's retain-signal rate is Theta(||phi||^2) times SGD's.
+def kappa_step(weights, signs, active, margins) -> sp.Expr:
+    """One signal-coefficient step on the retain set, the spec's kappa recursion (spec §5-6 [derived]).
 
-    Written as ``rate_SAM / rate_SGD = C_surplus ||phi||^2``; its log-log slope in ``||phi||`` is 2 (spec §7.8).
+        Delta kappa = (eta ||phi||^2 / m) * sum_i a_i |l'(z_i)| yhat_i y_i sigma'(<w~, yhat_i phi>),
+        |l'(z)| = 1 / (1 + e^z),  z_i = y_i f(W~, x_i),
+
+    with ``W~ = W`` for SGD and ``W~ = W + eps`` for SAM. ``weights`` are the a_i (batch weights times alpha under
+    NegGrad), ``signs`` the yhat_i y_i (-1 for a flipped label), ``active`` the ReLU derivatives sigma'(.) in [0, 1] and
+    ``margins`` the z_i, all at W~.
+    """
+    terms = (a * s * act / (1 + sp.exp(z)) for a, s, act, z in zip(weights, signs, active, margins, strict=True))
+    return eta * phi**2 / m * sp.Add(*terms)
+
+
+def unlearning_lemma_3_4() -> Statement:
+    """(U) Lemma 3.4, "signal surplus" [seen, abstract; sympy form reconstructed here, spec §6 correction].
+
+    The abstract: "the signal surplus of SAM in the order of signal strength". Read (spec §6, correction) as a
+    *difference* per step on R: ``Delta kappa_SAM - Delta kappa_SGD = C_surplus ||phi||^2`` with ``C_surplus > 0``
+    (SAM learns retain signal faster), so SAM tolerates a smaller retain weight alpha. The *ratio*
+    ``Delta kappa_SAM / Delta kappa_SGD`` is kept as a read-out only, ``C_ratio = Theta(1)`` in ``||phi||``: every
+    kappa step carries the factor ``||phi||^2`` (:func:`kappa_step`), so it cancels in the ratio. An earlier version
+    of this module stated the ratio as ``Theta(||phi||^2)``, which cannot hold in this model (spec §6).
     """
     return Statement(
-        name="unlearning_lemma_3_4", source="(U) Tang & Khanna, ICLR 2026, Lemma 3.4 (from a summary); spec §6",
-        tag="seen",
-        relations={"rate_ratio": C_surplus * phi**2},
-        description="SAM's retain-signal learning rate is Theta(||phi||^2) times SGD's",
+        name="unlearning_lemma_3_4", source="(U) Tang & Khanna, ICLR 2026, Lemma 3.4 (from the abstract); spec §6",
+        tag="seen", reconstructed=True,
+        relations={
+            "signal_surplus": C_surplus * phi**2,
+            "rate_ratio_readout": C_ratio,
+        },
+        description="SAM's retain-signal step exceeds SGD's by Theta(||phi||^2) (a difference; the ratio of the two "
+                    "steps is a Theta(1) read-out)",
     )
 
 
@@ -347,8 +372,27 @@ STATEMENTS: dict[str, Callable[[], Statement]] = {
 }
 
 
+_RECORDERS: list[set[str]] = []
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[set[str]]:
+    """Collect the names of all statements built through :func:`get` inside the block, nested builds included.
+
+    :mod:`theory.mutations` uses it to run, under a mutated statement, only the checks that read that statement.
+    """
+    names: set[str] = set()
+    _RECORDERS.append(names)
+    try:
+        yield names
+    finally:
+        _RECORDERS.pop()
+
+
 def get(name: str) -> Statement:
     """Build the statement registered under ``name``."""
+    for names in _RECORDERS:
+        names.add(name)
     try:
         builder = STATEMENTS[name]
     except KeyError:

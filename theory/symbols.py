@@ -69,11 +69,12 @@ C2 = _positive("C2")              # (K) error-exponent constant
 C3 = _positive("C3")              # harmful threshold constant
 C_sam = _positive("C_sam")        # SAM's signal threshold Omega~(1) of (C) / U Thm 3.3
 C_T = _positive("C_T")            # (K) time-bound constant
-C_surplus = _positive("C_surplus")  # U Lemma 3.4: rate ratio = Theta(phi^2)
+C_surplus = _positive("C_surplus")  # U Lemma 3.4: Delta kappa_SAM - Delta kappa_SGD = C_surplus phi^2 (a difference)
+C_ratio = _positive("C_ratio")      # U Lemma 3.4 read-out: Delta kappa_SAM / Delta kappa_SGD = C_ratio = Theta(1)
 C_alpha = _positive("C_alpha")    # alpha-gap constant, O(sqrt(d/n))
 C_maxpart = _positive("C_maxpart")  # Sharp MinMax remark: phi*_maxpart = C_maxpart * phi*_SGD, C_maxpart >= 1
 
-CONSTANTS = (C1, C1_U, C2, C3, C_sam, C_T, C_surplus, C_alpha, C_maxpart)
+CONSTANTS = (C1, C1_U, C2, C3, C_sam, C_T, C_surplus, C_ratio, C_alpha, C_maxpart)
 
 # Ranges used to draw random points for numerical spot checks: (low, high, log-uniform?). Only p and alpha have
 # ranges that matter to the theory; the others are just "positive, moderately sized".

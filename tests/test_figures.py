@@ -77,3 +77,22 @@ def test_empirical_figures_render_from_a_protocol_summary(tmp_path, capsys):
     (protocol / "summary.json").write_text('{"rows": [], "averages": []}')
     assert main(["--only", "empirical", "--protocol", str(protocol), "--out", str(tmp_path)]) == 2
     assert "no runs" in capsys.readouterr().err
+
+
+def test_hatching_marks_exactly_the_cells_that_did_not_interpolate():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from figures.heatmaps import hatch_cells, premise_table
+
+    df = pd.DataFrame({"d": [100, 100, 100, 100, 200, 200, 200, 200],
+                       "signal_strength": [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0], "seed": [0, 1] * 4,
+                       "train_error": [0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0], "train_loss": [0.1] * 8,
+                       "test_error": [0.2] * 8, "test_error_se": [0.01] * 8})
+    ok = premise_table(df, "d")
+    assert ok.loc[100, 2.0] == False and ok.values.sum() == 3  # noqa: E712 - one failing seed hatches the cell
+    fig, ax = plt.subplots()
+    assert hatch_cells(ax, ok) == 1
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].get_xy() == (1, 0)  # row of d=100, column of ||mu|| = 2
+    plt.close(fig)

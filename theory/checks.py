@@ -549,11 +549,11 @@ def thm_3_3_window_with_thm_3_2(proof: Proof) -> None:
         proof.require_free_of(window.rhs, (d, n, n_R, n_F), "that constant")
 
 
-@check("lemma_3_4_surplus_is_a_difference", "(U) Lemma 3.4 (spec §6 correction): from the kappa step (eta ||phi||^2/m) "
-       "sum_i a_i |l'(z_i)| yhat_i y_i sigma'_i at W (SGD) and W + eps (SAM), early on (margins z_i = delta (phi c_i + "
-       "b_i), delta -> 0) the SAM - SGD difference scales like ||phi||^2 and the ratio is free of ||phi||; the stated "
-       "surplus has the difference's order and is positive, the stated ratio read-out has the ratio's order", "seen",
-       reconstruction=True)
+@check("lemma_3_4_surplus_is_a_difference", "(U) Lemma 3.4 (spec §6 correction): from the kappa step "
+       "(eta ||phi||^2/m) sum_i a_i |l'(z_i)| yhat_i y_i sigma'_i at W (SGD) and W + eps (SAM), early on (margins "
+       "z_i = delta (phi c_i + b_i), delta -> 0) the SAM - SGD difference scales like ||phi||^2 and the ratio is free "
+       "of ||phi||; the stated surplus has the difference's order and is positive, the stated ratio read-out has the "
+       "ratio's order", "seen", reconstruction=True)
 def lemma_3_4_surplus_is_a_difference(proof: Proof) -> None:
     rel = get("unlearning_lemma_3_4").relations
     delta = sp.Symbol("delta", positive=True)
@@ -603,8 +603,8 @@ def surplus_matches_alpha_gap(proof: Proof) -> None:
 
 @check("alpha_ordering_follows_surplus", "(U) alpha thresholds, reconstructed: in a linear model of NegGrad's signal "
        "race (spec §5: forget signal enters with weight -(1 - alpha)), alpha*_M solves alpha r_M - (1 - alpha) f = N; "
-       "with SAM's retain rate r_SGD + the Lemma 3.4 surplus, the stated ordering of alpha*_SGD and alpha*_SAM follows, "
-       "and the gap is first order in the surplus", "seen", reconstruction=True)
+       "with SAM's retain rate r_SGD + the Lemma 3.4 surplus, the stated ordering of alpha*_SGD and alpha*_SAM "
+       "follows, and the gap is first order in the surplus", "seen", reconstruction=True)
 def alpha_ordering_follows_surplus(proof: Proof) -> None:
     rate, forget_rate, noise = sp.symbols("r_SGD f_F N", positive=True)
     a = sp.Symbol("a")

@@ -149,10 +149,6 @@ def _lemma_3_1_sam_denoises_forget(statement: Statement) -> Statement:
     return dataclasses.replace(statement, relations=rel)
 
 
-def _thm_3_2_exponent(statement: Statement) -> dict:
-    return {d ** sp.Rational(1, 4): d ** sp.Rational(1, 2)}
-
-
 def _kou_exponent(statement: Statement) -> dict:
     bound = statement.relations["benign_error_bound"]
     exponent = next(arg for arg in bound.args if isinstance(arg, sp.exp))
@@ -161,87 +157,94 @@ def _kou_exponent(statement: Statement) -> dict:
 
 # --- the mutations ----------------------------------------------------------------------------------------------
 
-MUTATIONS: list[Mutation] = [
+def _reversed_premise(implication: sp.Implies) -> sp.Implies:
+    premise, conclusion = implication.args
+    return sp.Implies(REVERSED[type(premise)](premise.lhs, premise.rhs), conclusion)
+
+
+QUARTER, HALF = sp.Rational(1, 4), sp.Rational(1, 2)
+
+_TABLE: list[tuple[str, str, str, Transform]] = [  # name, statement, what is wrong, transform
     # benign / harmful directions
-    Mutation("cao_benign_reversed", "cao_benign", "(Cao) benign condition n ||mu||^q >= ... reversed to <=",
-       reversed_inequality("benign_condition")),
-    Mutation("cao_harmful_reversed", "cao_benign", "(Cao) harmful condition <= reversed to >=",
-       reversed_inequality("harmful_condition")),
-    Mutation("kou_benign_reversed", "kou_bounds", "(K) benign condition >= reversed to <=",
-       reversed_inequality("benign_condition")),
-    Mutation("kou_harmful_reversed", "kou_bounds", "(K) harmful condition <= reversed to >=",
-       reversed_inequality("harmful_condition")),
-    Mutation("chen_sgd_benign_reversed", "chen_sgd", "(C) SGD benign condition >= reversed to <=",
-       reversed_inequality("benign_condition")),
-    Mutation("chen_sgd_harmful_reversed", "chen_sgd", "(C) SGD harmful condition <= reversed to >=",
-       reversed_inequality("harmful_condition")),
-    Mutation("chen_sam_benign_reversed", "chen_sam", "(C) SAM benign condition ||mu|| >= C_sam reversed to <=",
-       reversed_inequality("benign_condition")),
-    Mutation("thm_3_2_benign_reversed", "unlearning_thm_3_2", "U Thm 3.2 benign condition ||phi|| >= threshold reversed",
-       reversed_inequality("benign_condition")),
-    Mutation("thm_3_3_benign_reversed", "unlearning_thm_3_3", "U Thm 3.3 benign condition ||phi|| >= C_sam reversed",
-       reversed_inequality("benign_condition")),
-    Mutation("kou_time_bound_reversed", "kou_bounds", "(K) time bound T >= ... reversed to T <= ...",
-       reversed_inequality("time_bound")),
+    ("cao_benign_reversed", "cao_benign", "(Cao) benign condition n ||mu||^q >= ... reversed to <=",
+     reversed_inequality("benign_condition")),
+    ("cao_harmful_reversed", "cao_benign", "(Cao) harmful condition <= reversed to >=",
+     reversed_inequality("harmful_condition")),
+    ("kou_benign_reversed", "kou_bounds", "(K) benign condition >= reversed to <=",
+     reversed_inequality("benign_condition")),
+    ("kou_harmful_reversed", "kou_bounds", "(K) harmful condition <= reversed to >=",
+     reversed_inequality("harmful_condition")),
+    ("chen_sgd_benign_reversed", "chen_sgd", "(C) SGD benign condition >= reversed to <=",
+     reversed_inequality("benign_condition")),
+    ("chen_sgd_harmful_reversed", "chen_sgd", "(C) SGD harmful condition <= reversed to >=",
+     reversed_inequality("harmful_condition")),
+    ("chen_sam_benign_reversed", "chen_sam", "(C) SAM benign condition ||mu|| >= C_sam reversed to <=",
+     reversed_inequality("benign_condition")),
+    ("thm_3_2_benign_reversed", "unlearning_thm_3_2", "U Thm 3.2 benign condition ||phi|| >= threshold reversed",
+     reversed_inequality("benign_condition")),
+    ("thm_3_3_benign_reversed", "unlearning_thm_3_3", "U Thm 3.3 benign condition ||phi|| >= C_sam reversed",
+     reversed_inequality("benign_condition")),
+    ("kou_time_bound_reversed", "kou_bounds", "(K) time bound T >= ... reversed to T <= ...",
+     reversed_inequality("time_bound")),
     # exponents
-    Mutation("chen_sgd_threshold_square_root", "chen_sgd", "(C) SGD threshold (C1 d/n)^(1/4) P sigma_p with 1/4 -> 1/2",
-       relation("threshold", lambda t: t.xreplace({sp.Rational(1, 4): sp.Rational(1, 2)}))),
-    Mutation("cao_threshold_q_to_2", "cao_benign", "(Cao) threshold exponent 1/q replaced by 1/2 (ReLU's q = 2)",
-       relation("threshold", lambda t: t.xreplace({1 / q: sp.Rational(1, 2)}))),
-    Mutation("kou_exponent_mu_squared", "kou_bounds", "(K) bound exp(-n ||mu||^4/(C2 d sigma_p^4)) with ||mu||^4 -> ||mu||^2",
-       substituted(_kou_exponent)),
-    Mutation("thm_3_2_square_root_in_d", "unlearning_thm_3_2", "U Thm 3.2 threshold d^(1/4) -> d^(1/2) (all forms)",
-       substituted(_thm_3_2_exponent)),
-    Mutation("alpha_gap_fourth_root", "alpha_threshold", "alpha gap order sqrt(d/n) -> (d/n)^(1/4) (order and bound)",
-       substituted(lambda s: {sp.sqrt(d): d ** sp.Rational(1, 4), 1 / sp.sqrt(n): n ** sp.Rational(-1, 4)})),
-    Mutation("surplus_cubic", "unlearning_lemma_3_4", "Lemma 3.4 surplus C_surplus ||phi||^2 -> C_surplus ||phi||^3",
-       relation("signal_surplus", lambda s: s * phi)),
-    # d-dependence where there is none
-    Mutation("chen_sam_grows_with_d", "chen_sam", "(C) SAM threshold C_sam -> C_sam d^(1/4)",
-       relation("benign_condition", lambda rel: sp.Ge(rel.lhs, rel.rhs * d ** sp.Rational(1, 4)))),
-    Mutation("thm_3_3_grows_with_d", "unlearning_thm_3_3", "U Thm 3.3 threshold C_sam -> C_sam d^(1/4)",
-       relation("benign_condition", lambda rel: sp.Ge(rel.lhs, C_sam * d ** sp.Rational(1, 4)))),
-    Mutation("chen_sam_radius_over_d", "chen_sam", "(C) SAM radius tau = m sqrt(B)/(P sigma_p sqrt d) -> .../(P sigma_p d)",
-       relation("radius", lambda rel: sp.Eq(tau, rel.rhs / sp.sqrt(d), evaluate=False))),
+    ("chen_sgd_threshold_square_root", "chen_sgd", "(C) SGD threshold (C1 d/n)^(1/4) P sigma_p: 1/4 -> 1/2",
+     relation("threshold", lambda t: t.xreplace({QUARTER: HALF}))),
+    ("cao_threshold_q_to_2", "cao_benign", "(Cao) threshold exponent 1/q -> 1/2 (ReLU's q = 2)",
+     relation("threshold", lambda t: t.xreplace({1 / q: HALF}))),
+    ("kou_exponent_mu_squared", "kou_bounds", "(K) bound exp(-n ||mu||^4 / (C2 d sigma_p^4)): ||mu||^4 -> ||mu||^2",
+     substituted(_kou_exponent)),
+    ("thm_3_2_square_root_in_d", "unlearning_thm_3_2", "U Thm 3.2 threshold d^(1/4) -> d^(1/2) (every form)",
+     substituted(lambda s: {d**QUARTER: d**HALF})),
+    ("alpha_gap_fourth_root", "alpha_threshold", "alpha gap order sqrt(d/n) -> (d/n)^(1/4) (order and bound)",
+     substituted(lambda s: {sp.sqrt(d): d**QUARTER, 1 / sp.sqrt(n): n**-QUARTER})),
+    ("surplus_cubic", "unlearning_lemma_3_4", "Lemma 3.4 surplus C_surplus ||phi||^2 -> C_surplus ||phi||^3",
+     relation("signal_surplus", lambda s: s * phi)),
+    # d-dependence where there is none, and a radius of the wrong order
+    ("chen_sam_grows_with_d", "chen_sam", "(C) SAM threshold C_sam -> C_sam d^(1/4)",
+     relation("benign_condition", lambda rel: sp.Ge(rel.lhs, rel.rhs * d**QUARTER))),
+    ("thm_3_3_grows_with_d", "unlearning_thm_3_3", "U Thm 3.3 threshold C_sam -> C_sam d^(1/4)",
+     relation("benign_condition", lambda rel: sp.Ge(rel.lhs, C_sam * d**QUARTER))),
+    ("chen_sam_radius_over_d", "chen_sam", "(C) SAM radius m sqrt(B) / (P sigma_p sqrt d) -> m sqrt(B) / (P sigma_p d)",
+     relation("radius", lambda rel: sp.Eq(tau, rel.rhs / sp.sqrt(d), evaluate=False))),
     # limits and levels
-    Mutation("kou_bound_tends_to_2p", "kou_bounds", "(K) benign bound p + exp(...) -> 2p + exp(...): tends to 2p, not p",
-       relation("benign_error_bound", lambda b: b + p)),
-    Mutation("kou_harmful_excess_negative", "kou_bounds", "(K) harmful error >= p + 0.1 -> >= p - 0.1",
-       relation("harmful_error", lambda rel: sp.Ge(rel.lhs, p - HARMFUL_EXCESS))),
-    Mutation("chen_sgd_harmful_excess_negative", "chen_sgd", "(C) SGD harmful error >= p + 0.1 -> >= p - 0.1",
-       relation("harmful_error", lambda rel: sp.Ge(rel.lhs, p - HARMFUL_EXCESS))),
-    Mutation("thm_3_2_harmful_excess_negative", "unlearning_thm_3_2", "U Thm 3.2 harmful error >= 0.1 -> >= -0.1",
-       relation("harmful_error", lambda rel: sp.Ge(rel.lhs, -HARMFUL_EXCESS))),
-    # orderings and signs of the unlearning statements
-    Mutation("alpha_ordering_reversed", "alpha_threshold", "alpha*_SGD > alpha*_SAM reversed to <",
-       reversed_inequality("ordering")),
-    Mutation("surplus_negative", "unlearning_lemma_3_4", "Lemma 3.4 surplus C_surplus ||phi||^2 -> -C_surplus ||phi||^2 "
-       "(SGD learns retain signal faster)", relation("signal_surplus", lambda s: -s)),
-    Mutation("surplus_as_ratio", "unlearning_lemma_3_4", "Lemma 3.4 read as a ratio: Delta kappa_SAM / Delta kappa_SGD = "
-       "C_surplus ||phi||^2 (the earlier, wrong reading)", relation("rate_ratio_readout", lambda r: C_surplus * phi**2)),
-    Mutation("sharp_minmax_constant_reversed", "sharp_minmax_remark", "Sharp MinMax C_maxpart >= 1 reversed to <= 1",
-       reversed_inequality("constant")),
-    Mutation("sharp_minmax_ordering_reversed", "sharp_minmax_remark", "Sharp MinMax phi*_maxpart >= phi*_SGD reversed",
-       reversed_inequality("ordering")),
-    Mutation("thm_3_2_retain_below_full", "unlearning_thm_3_2", "U Thm 3.2 threshold with n = n_R taken at n_R + 2 n_F "
-       "(above the full-set size)", relation("threshold_retain", lambda t: t.subs(n_R, n_R + 2 * n_F))),
-    Mutation("thm_3_2_constant_mismatch", "unlearning_thm_3_2", "U Thm 3.2 threshold C1_U -> C1_U^2 (no longer (C)'s "
-       "scaling at C1_U = C1^(1/4))", substituted(lambda s: {C1_U: C1_U**2})),
+    ("kou_bound_tends_to_2p", "kou_bounds", "(K) benign bound p + exp(...) -> 2p + exp(...): tends to 2p, not p",
+     relation("benign_error_bound", lambda b: b + p)),
+    ("kou_harmful_excess_negative", "kou_bounds", "(K) harmful error >= p + 0.1 -> >= p - 0.1",
+     relation("harmful_error", lambda rel: sp.Ge(rel.lhs, p - HARMFUL_EXCESS))),
+    ("chen_sgd_harmful_excess_negative", "chen_sgd", "(C) SGD harmful error >= p + 0.1 -> >= p - 0.1",
+     relation("harmful_error", lambda rel: sp.Ge(rel.lhs, p - HARMFUL_EXCESS))),
+    ("thm_3_2_harmful_excess_negative", "unlearning_thm_3_2", "U Thm 3.2 harmful error >= 0.1 -> >= -0.1",
+     relation("harmful_error", lambda rel: sp.Ge(rel.lhs, -HARMFUL_EXCESS))),
+    # orderings, signs and constants of the unlearning statements
+    ("alpha_ordering_reversed", "alpha_threshold", "alpha*_SGD > alpha*_SAM reversed to <",
+     reversed_inequality("ordering")),
+    ("surplus_negative", "unlearning_lemma_3_4", "Lemma 3.4 surplus -> -C_surplus ||phi||^2 (SGD learns signal faster)",
+     relation("signal_surplus", lambda s: -s)),
+    ("surplus_as_ratio", "unlearning_lemma_3_4", "Lemma 3.4 read as a ratio: Delta kappa_SAM / Delta kappa_SGD = "
+     "C_surplus ||phi||^2 (the earlier, wrong reading)", relation("rate_ratio_readout", lambda r: C_surplus * phi**2)),
+    ("sharp_minmax_constant_reversed", "sharp_minmax_remark", "Sharp MinMax C_maxpart >= 1 reversed to <= 1",
+     reversed_inequality("constant")),
+    ("sharp_minmax_ordering_reversed", "sharp_minmax_remark", "Sharp MinMax phi*_maxpart >= phi*_SGD reversed",
+     reversed_inequality("ordering")),
+    ("thm_3_2_retain_below_full", "unlearning_thm_3_2", "U Thm 3.2 threshold with n = n_R taken at n_R + 2 n_F",
+     relation("threshold_retain", lambda t: t.subs(n_R, n_R + 2 * n_F))),
+    ("thm_3_2_constant_mismatch", "unlearning_thm_3_2", "U Thm 3.2 C1_U -> C1_U^2 (no longer (C)'s threshold at "
+     "C1_U = C1^(1/4))", substituted(lambda s: {C1_U: C1_U**2})),
     # Lemma 3.1
-    Mutation("lemma_3_1_perturbation_signs_swapped", "unlearning_lemma_3_1", "Lemma 3.1 perturbation signs swapped: eps "
-       "raises retain pre-activations and lowers forget ones", substituted(_lemma_3_1_signs)),
-    Mutation("lemma_3_1_sam_denoises_forget", "unlearning_lemma_3_1", "Lemma 3.1: SAM's forget step switched off like the "
-       "retain step (forget_like_sgd broken)", _lemma_3_1_sam_denoises_forget),
-    Mutation("lemma_3_1_forget_like_sgd_negated", "unlearning_lemma_3_1", "Lemma 3.1 relation forget_like_sgd: = -> !=",
-       relation("forget_like_sgd", lambda rel: sp.Ne(rel.lhs, rel.rhs))),
-    Mutation("lemma_3_1_retain_denoised_negated", "unlearning_lemma_3_1", "Lemma 3.1 relation retain_denoised negated",
-       relation("retain_denoised", sp.Not)),
-    Mutation("lemma_3_1_retain_premise_reversed", "unlearning_lemma_3_1", "Lemma 3.1 retain_denoised premise |eps| > a0 "
-       "reversed to |eps| < a0", relation("retain_denoised", lambda rel: sp.Implies(
-           REVERSED[type(rel.args[0])](rel.args[0].lhs, rel.args[0].rhs), rel.args[1]))),
-    Mutation("lemma_3_1_sam_retain_step_negated", "unlearning_lemma_3_1", "Lemma 3.1 SAM's retain noise step negated",
-       relation("noise_step_sam_retain", lambda s: -s)),
+    ("lemma_3_1_perturbation_signs_swapped", "unlearning_lemma_3_1", "Lemma 3.1 perturbation signs swapped: eps raises "
+     "retain pre-activations and lowers forget ones", substituted(_lemma_3_1_signs)),
+    ("lemma_3_1_sam_denoises_forget", "unlearning_lemma_3_1", "Lemma 3.1: SAM's forget step switched off like the "
+     "retain step (forget_like_sgd broken)", _lemma_3_1_sam_denoises_forget),
+    ("lemma_3_1_forget_like_sgd_negated", "unlearning_lemma_3_1", "Lemma 3.1 relation forget_like_sgd: = -> !=",
+     relation("forget_like_sgd", lambda rel: sp.Ne(rel.lhs, rel.rhs))),
+    ("lemma_3_1_retain_denoised_negated", "unlearning_lemma_3_1", "Lemma 3.1 relation retain_denoised negated",
+     relation("retain_denoised", sp.Not)),
+    ("lemma_3_1_retain_premise_reversed", "unlearning_lemma_3_1", "Lemma 3.1 retain_denoised premise |eps| > a0 "
+     "reversed to |eps| < a0", relation("retain_denoised", _reversed_premise)),
+    ("lemma_3_1_sam_retain_step_negated", "unlearning_lemma_3_1", "Lemma 3.1 SAM's retain noise step negated",
+     relation("noise_step_sam_retain", lambda s: -s)),
 ]
+MUTATIONS: list[Mutation] = [Mutation(*row) for row in _TABLE]
 
 
 def run_mutations(mutations: list[Mutation] | None = None, all_checks: bool = False) -> MutationReport:

@@ -1,0 +1,64 @@
+"""Fitted slope of the GD boundary ||mu||* against the upper end of the window it was fitted on (spec §7.2):
+do the slopes approach +1/4 in d and -1/4 in n as the ranges grow? Reads ``slopes.csv`` of
+``python -m theory.widening`` (:func:`theory.widening.run_widening`).
+
+    render_slope_windows("results/widening/slopes.csv", "figures/out")  # -> slope_windows.png, slope_windows.pdf
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .style import PALETTE, apply_style, save
+
+AXIS_LABELS = {"d": ("dimension d (window upper end)", "slope of log ||μ||* in log d", +0.25),
+               "n": ("sample size n (window upper end)", "slope of log ||μ||* in log n", -0.25)}
+KINDS = {"expanding": ("o-", PALETTE["gd"], "expanding window [x_min, x]"),
+         "sliding": ("s--", "#6c757d", "sliding window (fixed factor), by upper end")}
+
+
+def slope_windows_figure(slopes: pd.DataFrame):
+    """Two panels (d, n): slope with its bootstrap CI vs the window's upper end, log x-axis, the theory's ±1/4."""
+    apply_style()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), constrained_layout=True)
+    for ax, axis in zip(axes, ("d", "n")):
+        xlabel, ylabel, theory = AXIS_LABELS[axis]
+        part = slopes[slopes["axis"] == axis]
+        offsets = {"expanding": 1 / 1.04, "sliding": 1.04}  # side by side where both end at the same x
+        ticks = sorted(part["window_hi"].unique())
+        for kind, (style, colour, label) in KINDS.items():
+            k = part[(part["window"] == kind) & np.isfinite(part["slope"])].sort_values("window_hi")
+            if k.empty:
+                continue
+            x = k["window_hi"].to_numpy(float) * offsets[kind]
+            y = k["slope"].to_numpy(float)
+            lo = np.where(np.isfinite(k["ci_low"]), y - k["ci_low"], 0.0).clip(min=0)
+            hi = np.where(np.isfinite(k["ci_high"]), k["ci_high"] - y, 0.0).clip(min=0)
+            ax.errorbar(x, y, yerr=[lo, hi], fmt=style, color=colour, ms=5, capsize=3, lw=1.2, label=label)
+        ax.axhline(theory, color="k", ls=":", lw=1.2, label="theory: +1/4 in d, −1/4 in n")
+        ax.annotate(f"theory {'+' if theory > 0 else '−'}1/4", (0.01, theory), xycoords=("axes fraction", "data"),
+                    xytext=(0, 3), textcoords="offset points", fontsize=8)
+        ax.axhline(0, color="0.7", lw=0.8)
+        ax.set_xscale("log")
+        if ticks:
+            ax.set_xlim(min(ticks) / 1.35, max(ticks) * 1.35)
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{t:g}" for t in ticks], rotation=45 if len(ticks) > 7 else 0)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"boundary slope in {axis}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("GD boundary ||μ||*: fitted log-log slope as the window widens (95% bootstrap CI over seeds)")
+    return fig
+
+
+def render_slope_windows(slopes_csv: str | Path, out_dir: str | Path, name: str = "slope_windows") -> list[Path]:
+    """Read ``slopes.csv`` and write ``out_dir/name.png`` and ``.pdf``; returns the paths."""
+    return save(slope_windows_figure(pd.read_csv(slopes_csv)), Path(out_dir), name)

@@ -14,15 +14,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from simulations.config import ConfigError
+from simulations.arguments import OneLineParser, fraction_open, non_negative_int, positive_int
+from simulations.errors import ConfigError
 
 from .config import PRESETS, make_config, parse_overrides
 from .metrics import MIA_FEATURES
 
 
+FORCE_HELP = "take over an --out folder holding a run of other settings (its outputs are removed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m empirical", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m empirical", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("pretrain", "train on the 45k training split"),
                        ("retrain", "train from scratch on the retain set R (same recipe)")):
@@ -31,12 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
         p.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: shared data)")
         p.add_argument("--out", required=True, type=Path)
+        p.add_argument("--force", action="store_true", help=FORCE_HELP)
     un = sub.add_parser("unlearn", help="run an unlearning method on a pretrained model (its split, exactly)")
     un.add_argument("--from", dest="source", required=True, type=Path, help="the --out folder of a pretrain run")
-    un.add_argument("--method", default=None, help="ft, ga, rl, neggrad, l1_sparse, salun or sharp_minmax")
+    un.add_argument("--method", default=None, help="ft, ga, rl, neggrad, l1_sparse, scrub, salun or sharp_minmax")
     un.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     un.add_argument("--data-root", default=None, help="CIFAR folder or archive (default: the source run's)")
     un.add_argument("--out", required=True, type=Path)
+    un.add_argument("--force", action="store_true", help=FORCE_HELP)
     pr = sub.add_parser("protocol", help="pretrain, forget sets, retrain, unlearn, evaluate, tabulate (spec §1-3)")
     pr.add_argument("--preset", default="smoke", help=f"training recipe: one of {', '.join(PRESETS)}")
     pr.add_argument("--pretrain", default="sgd,sam", help="pretraining optimizers, comma-separated")
@@ -45,25 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--unlearn-optimizers", default="sgd,sam", help="unlearning optimizers, comma-separated")
     pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training field")
     pr.add_argument("--unlearn-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override an unlearning field (e.g. alpha=0.99)")
+                    help="override an unlearning setting: method.key=value (e.g. neggrad.alpha=0.99) for one "
+                         "method, key=value for every chosen method that has the setting")
     pr.add_argument("--data-root", default=None)
     pr.add_argument("--out", required=True, type=Path)
+    pr.add_argument("--force", action="store_true", help="redo the stages whose settings changed")
+    pr.add_argument("--stages", default="all", choices=("all", "train"),
+                    help="train: only the pretraining runs, the forget sets and the retrain references")
     me = sub.add_parser("memorization", help="estimate memorization scores by subset training (spec §1)")
     me.add_argument("--preset", default="smoke", help=f"training recipe of each model: one of {', '.join(PRESETS)}")
     me.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    me.add_argument("--models", type=int, default=16)
-    me.add_argument("--fraction", type=float, default=0.7, help="share of the training split each model sees")
-    me.add_argument("--seed", type=int, default=0, help="seed of the hold-out design")
+    me.add_argument("--models", type=positive_int, default=16)
+    me.add_argument("--fraction", type=fraction_open, default=0.7, help="share of the training split each model sees")
+    me.add_argument("--seed", type=non_negative_int, default=0, help="seed of the hold-out design")
     me.add_argument("--data-root", default=None)
     me.add_argument("--out", required=True, type=Path)
+    me.add_argument("--force", action="store_true", help=FORCE_HELP)
     ev = sub.add_parser("evaluate", help="metrics of an unlearned model against the retrained one (spec §3)")
     ev.add_argument("--run", required=True, type=Path, help="an unlearn (or pretrain/retrain) run folder")
     ev.add_argument("--retrain", required=True, type=Path, help="a retrain run on the same forget set")
     ev.add_argument("--out", type=Path, default=None, help="metrics JSON (default: RUN/metrics.json)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=non_negative_int, default=0)
     ev.add_argument("--mia-features", default=",".join(MIA_FEATURES), help="comma-separated; confidence is needed")
-    ev.add_argument("--wp-points", type=int, default=1000, help="subsample size of E_Wp")
-    ev.add_argument("--landscape-grid", type=int, default=0, help="odd grid size (25 in the paper); 0: skip")
+    ev.add_argument("--wp-points", type=positive_int, default=1000, help="subsample size of E_Wp")
+    ev.add_argument("--landscape-grid", type=non_negative_int, default=0,
+                    help="odd grid size (25 in the paper); 0: skip")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ev.add_argument("--data-root", default="", help="CIFAR folder or archive (default: the runs' own)")
     dl = sub.add_parser("download", help="download and verify the standard CIFAR python archive")
@@ -82,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except (ConfigError, TrainingDiverged) as exc:  # every bad input: one line, exit status 2
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: one line naming it
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 
@@ -102,7 +117,7 @@ def _train(args) -> int:
     from .trainer import train
 
     cfg = make_config(args.preset, _with_data_root(parse_overrides(args.set), args))
-    record = train(cfg, args.out, stage=args.command)
+    record = train(cfg, args.out, stage=args.command, force=args.force)
     print(f"{args.command}: train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
           f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
@@ -112,10 +127,11 @@ def _train(args) -> int:
 
 def _protocol(args) -> int:
     from .protocol import run_protocol, summary_lines
-    from .unlearn import parse_overrides as parse_unlearn
+    from .unlearn import scoped_overrides
 
     summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods, args.unlearn_optimizers,
-                           _with_data_root(parse_overrides(args.set), args), parse_unlearn(args.unlearn_set))
+                           _with_data_root(parse_overrides(args.set), args), scoped_overrides(args.unlearn_set),
+                           force=args.force, stages=args.stages)
     for line in summary_lines(summary):
         print(line)
     print(f"wrote {args.out / 'summary.json'} and summary.csv")
@@ -126,7 +142,7 @@ def _memorization(args) -> int:
     from .memorization import estimate
 
     cfg = make_config(args.preset, _with_data_root(parse_overrides(args.set), args))
-    record = estimate(cfg, args.out, args.models, args.fraction, args.seed)
+    record = estimate(cfg, args.out, args.models, args.fraction, args.seed, force=args.force)
     print(f"memorization: {record['models']} models, mean score {record['mean_score']:.4f}; wrote {record['scores']}")
     return 0
 
@@ -151,7 +167,7 @@ def _unlearn(args) -> int:
     overrides = _with_data_root(parse_overrides(args.set), args)
     if args.method:
         overrides["method"] = args.method
-    record = unlearn(UnlearnConfig(**overrides), args.source, args.out)
+    record = unlearn(UnlearnConfig(**overrides), args.source, args.out, force=args.force)
     a, b = record["accuracy"], record["source_accuracy"]
     print(f"{record['method']}: retain {b['retain']:.2f} -> {a['retain']:.2f}  forget {b['forget']:.2f} -> "
           f"{a['forget']:.2f}  test {b['test']:.2f} -> {a['test']:.2f}  ({sum(record['epoch_seconds']):.1f} s on "

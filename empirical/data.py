@@ -18,13 +18,15 @@ import lzma
 import os
 import pickle
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from simulations.config import ConfigError
-from simulations.provenance import REPO_ROOT, atomic_write_bytes, atomic_write_json
+from simulations.atomic import atomic_write_bytes, atomic_write_json
+from simulations.errors import ConfigError
+from simulations.provenance import REPO_ROOT
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = (
@@ -391,20 +393,44 @@ def save_split(path: str | Path, *, description: str = "", **arrays_and_seeds) -
     missing = [k for k in (*SPLIT_ARRAYS, "seed") if k not in arrays_and_seeds]
     if missing:
         raise DataError(f"save_split needs {', '.join(missing)} (index arrays {', '.join(SPLIT_ARRAYS)} and seed)")
+    arrays_and_seeds = dict(arrays_and_seeds)
+    arrays_and_seeds.pop("indices_sha256", None)  # recomputed below
+    dataset = arrays_and_seeds.pop("dataset", None)
     out = {k: np.asarray(v, dtype=np.float64 if np.asarray(v).dtype.kind == "f" and k not in SPLIT_ARRAYS
                          else np.int64) for k, v in arrays_and_seeds.items()}
-    check_split(out)
+    check_split(out, out["n_train"].item() if "n_train" in out else None)
+    identity = {"indices_sha256": np.str_(indices_digest(out))}
+    if dataset is not None:
+        identity["dataset"] = np.str_(dataset)
     buf = io.BytesIO()
-    np.savez(buf, description=np.str_(description), **out)
+    np.savez(buf, description=np.str_(description), **identity, **out)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
 
-def check_split(split: dict, n_train: int | None = None, name: str = "split") -> None:
+def indices_digest(split: dict) -> str:
+    """sha256 of the four index arrays (int64, in order): stored in ``split.npz`` and checked by every reader."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in SPLIT_ARRAYS:
+        digest.update(key.encode() + np.ascontiguousarray(split[key], dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def check_split(split: dict, n_train: int | None = None, name: str = "split",
+                dataset: str | None = None) -> None:
     """Check the index sets of a split: F ∩ R = ∅, F ∪ R = train, train ∩ val = ∅, and with ``n_train`` (the size of
-    the training set it is used with) every index in range."""
+    the training set it is used with) every index in range. A split that records its data (``dataset``,
+    ``n_train``: every split written since they exist) must be used with that very data."""
+    if dataset is not None and split.get("dataset") not in (None, dataset):
+        raise DataError(f"{name} belongs to {split['dataset']}, but this run uses {dataset}: use a split of "
+                        f"{dataset} (or drop split_file)")
+    if n_train is not None and split.get("n_train") not in (None, n_train):
+        raise DataError(f"{name} was made for a training set of {split['n_train']} images, this one has {n_train}: "
+                        "the split belongs to another data limit (limit_per_class) or data folder")
     for key in SPLIT_ARRAYS if n_train is not None else ():
         idx = split[key]
         if idx.size and (idx.min() < 0 or idx.max() >= n_train):
@@ -421,11 +447,14 @@ def load_split(path: str | Path) -> dict:
     """Read a split written by :func:`save_split`: index arrays (int64), integer seeds (int), ``description`` (str)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            split = {k: (str(z[k]) if k == "description" else int(z[k]) if z[k].ndim == 0 else z[k]) for k in z.files}
-    except (OSError, ValueError, KeyError) as exc:
+            split = {k: (str(z[k]) if z[k].dtype.kind == "U" else int(z[k]) if z[k].ndim == 0 else z[k])
+                     for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read split file {str(path)!r} ({type(exc).__name__}: {exc}); expected the npz "
                         "written by save_split") from None
     missing = [k for k in (*SPLIT_ARRAYS, "seed", "description") if k not in split]
     if missing:
         raise DataError(f"split file {str(path)!r} lacks {', '.join(missing)}; expected the npz written by save_split")
+    if "indices_sha256" in split and split["indices_sha256"] != indices_digest(split):
+        raise DataError(f"split file {str(path)!r} is corrupt (its indices do not match their checksum); recreate it")
     return split

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulations.config import ConfigError
-from simulations.provenance import atomic_write_json, provenance
+from simulations.atomic import atomic_write_json
+from simulations.errors import ConfigError
+from simulations.provenance import provenance
+from simulations.runfolder import RunFolder
 
 from .config import TrainConfig
 from .metrics import (
@@ -102,11 +104,37 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
 def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
              mia_features: tuple[str, ...] = MIA_FEATURES, wp_points: int = 1000, landscape_grid: int = 0,
              device: str = "auto", data_root: str = "") -> dict[str, Any]:
-    """The metrics of ``run`` against ``retrain`` (module docstring); written to ``out`` when given."""
+    """The metrics of ``run`` against ``retrain`` (module docstring); written to ``out`` when given (checked, and its
+    folder locked, before anything is computed: :mod:`simulations.runfolder`)."""
+    if out is None:
+        return _evaluate(run, retrain, None, seed, mia_features, wp_points, landscape_grid, device, data_root)
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the metrics JSON file (e.g. {out / 'metrics.json'})")
+    if out.name in RUN_FILES:
+        raise ConfigError(f"--out {out} would overwrite a run's own {out.name}; name another file (metrics.json)")
+    with RunFolder(out.parent, "evaluate", marker=False) as folder:
+        result = _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root)
+        folder.begin()
+        atomic_write_json(out, result)
+    return result
+
+
+RUN_FILES = ("record.json", "model.pt", "mask.pt", "split.npz", "checkpoint.pt", "run.json", "summary.json",
+             "result.json", "results.csv", "manifest.json")
+
+
+def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root) -> dict:
     from .trainer import resolve_device
 
     if HEADLINE_MIA_FEATURE not in mia_features:
         raise ConfigError(f"the MIA features must include {HEADLINE_MIA_FEATURE!r} (ToW-MIA's headline feature)")
+    if not (isinstance(wp_points, int) and wp_points >= 1):
+        raise ConfigError(f"--wp-points {wp_points}: must be a positive integer")
+    if not (isinstance(landscape_grid, int) and (landscape_grid == 0 or (landscape_grid >= 3
+                                                                         and landscape_grid % 2 == 1))):
+        raise ConfigError(f"--landscape-grid {landscape_grid}: must be 0 (skip) or an odd integer >= 3 (25 in the "
+                          "paper)")
     dev = resolve_device(TrainConfig(device=device))
     model, prepared, record = load_run(run, dev, data_root)
     model_rt, prepared_rt, record_rt = load_run(retrain, dev, data_root)
@@ -127,8 +155,6 @@ def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
         "avg_gap": avg_gap(ours["accuracy"], mia, ref["accuracy"], mia_rt),
         "unlearned": ours, "retrained": ref, "provenance": provenance(str(dev)),
     }
-    if out is not None:
-        atomic_write_json(Path(out), result)
     return result
 
 

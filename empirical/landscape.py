@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulations.config import ConfigError
+from simulations.errors import ConfigError
 
 from .steps import autocast
 

@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulations.config import ConfigError
-from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
+from simulations.atomic import atomic_write_bytes, atomic_write_json
+from simulations.errors import ConfigError
+from simulations.provenance import provenance
+from simulations.runfolder import RunFolder
 
 from .config import TrainConfig
 
@@ -48,15 +50,28 @@ def holdout_design(n: int, models: int, fraction: float, seed: int) -> np.ndarra
 
 
 def estimate(cfg: TrainConfig, out: Path, models: int = 16, fraction: float = 0.7, seed: int = 0,
-             progress: bool | None = None) -> dict[str, Any]:
-    """Train the K subset models (module docstring) and write ``out/scores.npz`` and ``out/record.json``."""
+             progress: bool | None = None, force: bool = False) -> dict[str, Any]:
+    """Train the K subset models (module docstring) and write ``out/scores.npz`` and ``out/record.json``. The folder
+    follows the run-folder contract (:mod:`simulations.runfolder`); ``force`` replaces an estimate of other settings.
+    """
+    if not 0 < fraction < 1:
+        raise ConfigError(f"fraction={fraction}: must lie in (0, 1)")
+    if not (isinstance(models, int) and models >= 2):
+        raise ConfigError(f"models={models}: need at least 2 models (each image held out of one, kept by another)")
+    if not (isinstance(seed, int) and seed >= 0):
+        raise ConfigError(f"seed={seed}: must be an integer >= 0")
+    identity = {"config": cfg.hash, "models": models, "fraction": fraction, "seed": seed}
+    outputs = ("scores.npz", "record.json", *(f"model_{k}" for k in range(models)),
+               *(f"split_{k}.npz" for k in range(models)))
+    with RunFolder(Path(out), "memorization", identity, force=force, outputs=outputs) as folder:
+        return _estimate(cfg, Path(out), models, fraction, seed, progress, folder)
+
+
+def _estimate(cfg: TrainConfig, out: Path, models: int, fraction: float, seed: int, progress, folder) -> dict:
     from .data import load_cifar, save_split, split_train_val
     from .metrics import model_outputs
     from .trainer import load_trained, resolve_device, train
 
-    if not 0 < fraction < 1:
-        raise ConfigError(f"fraction={fraction}: must lie in (0, 1)")
-    out = ensure_writable_dir(Path(out))
     device = resolve_device(cfg)
     arrays = load_cifar(cfg.dataset, cfg.data_root or None, limit_per_class=cfg.limit_per_class or None)
     if (arrays.train_index < 0).any():
@@ -64,12 +79,13 @@ def estimate(cfg: TrainConfig, out: Path, models: int = 16, fraction: float = 0.
                           "original order")
     train_idx, val_idx = split_train_val(arrays.train_y, seed=cfg.seed, val_fraction=cfg.val_fraction)
     design = holdout_design(len(train_idx), models, fraction, seed)
+    folder.begin()
     correct = np.zeros((models, len(train_idx)), dtype=bool)
     for k in range(models):
         folder = out / f"model_{k}"
         kept = train_idx[design[k]]
         save_split(out / f"split_{k}.npz", train=train_idx, val=val_idx, forget=train_idx[~design[k]], retain=kept,
-                   seed=cfg.seed, design_seed=seed, model=k,
+                   seed=cfg.seed, design_seed=seed, model=k, dataset=cfg.dataset, n_train=len(arrays.train_y),
                    description=f"memorization subset {k} of {models} (fraction {fraction}, seed {seed})")
         run_cfg = cfg.replace(split_file=str(out / f"split_{k}.npz"), seed=cfg.seed + k)
         train(run_cfg, folder, stage="retrain", progress=progress)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from simulations.config import ConfigError
+from simulations.errors import ConfigError
 
 ACCURACY_KEYS = ("retain", "forget", "test")
 MIA_FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "prob")

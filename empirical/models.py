@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from simulations.config import ConfigError
+from simulations.errors import ConfigError
 
 # spec §1: per-channel mean and std of the training images, applied inside the model
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {

@@ -4,8 +4,9 @@ sets, retrain on each, run every unlearning method with every unlearning optimiz
     python -m empirical protocol --preset paper --pretrain sgd,sam,asam --forget high,mid,low \\
         --methods neggrad,sharp_minmax --unlearn-optimizers sgd,sam --out results/protocol
 
-Layout under ``--out`` (every stage is skipped when its record already exists, so an interrupted protocol
-resumes, and adding a method or an optimizer reruns only what is new)::
+Layout under ``--out`` (every stage is skipped when its record already exists and was made with the same settings,
+so an interrupted protocol resumes, and adding a method or an optimizer reruns only what is new; a folder of other
+settings is refused, or with ``--force`` the stages whose settings changed are redone)::
 
     pretrain_<opt>/                 the pretrained models (one per pretraining optimizer, full training split)
     splits/<forget>.npz             the forget sets: memorization levels high/mid/low (C-score proxy, or the
@@ -28,12 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from simulations.config import ConfigError
-from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from simulations.atomic import atomic_write_bytes, atomic_write_json
+from simulations.errors import ConfigError
+from simulations.runfolder import RunFolder, read_identity
 
 from .config import make_config
 
 LEVELS = ("high", "mid", "low")
+# unlearning settings a protocol preset brings (scoped like --unlearn-set; the user's settings win). cpu: one epoch
+# per method (NegGrad's and Sharp MinMax's epoch is a pass over R; RUM's 5–10 epochs do not fit 60 CPU minutes)
+# at batch 128 — a CPU-scale choice, not the paper's.
+UNLEARN_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"epochs": 1, "batch_size": 128},
+}
 ROW_KEYS = ("pretrain", "forget", "method", "optimizer", "retain", "forget_acc", "test", "mia", "tow", "tow_mia",
             "avg_gap", "tow_signed_authors_code", "e_var", "e_wp")
 
@@ -50,6 +58,7 @@ def _list(text: str | list[str], name: str, allowed: tuple[str, ...] | None = No
 def forget_splits(pretrain_run: Path, out: Path, forget_sets: list[str]) -> dict[str, Path]:
     """One split file per forget set, each a partition of the pretraining run's training split."""
     from .data import (
+        check_split,
         forget_retain_split,
         load_cifar,
         load_split,
@@ -61,12 +70,16 @@ def forget_splits(pretrain_run: Path, out: Path, forget_sets: list[str]) -> dict
     base = load_split(pretrain_run / "split.npz")
     cfg = load_record(pretrain_run)["config"]
     arrays = load_cifar(cfg["dataset"], cfg["data_root"] or None, limit_per_class=cfg["limit_per_class"] or None)
+    check_split(base, len(arrays.train_y), str(pretrain_run / "split.npz"), dataset=cfg["dataset"])
     paths = {}
     for name in forget_sets:
         path = out / "splits" / f"{name}.npz"
         paths[name] = path
         if path.is_file():
-            continue
+            kept = load_split(path)  # reused only when it is a partition of this very training split
+            if np.array_equal(kept["train"], base["train"]) and np.array_equal(kept["val"], base["val"]) \
+                    and len(kept["forget"]) == min(cfg["forget_size"], len(base["train"])):
+                continue
         if name == "random":
             forget, retain = forget_retain_split(base["train"], arrays.train_y, "random", size=cfg["forget_size"],
                                                  seed=cfg["forget_seed"])
@@ -78,7 +91,7 @@ def forget_splits(pretrain_run: Path, out: Path, forget_sets: list[str]) -> dict
                                                  size=cfg["forget_size"], scores=scores, level=name)
             what = f"{name}-memorization by {source}"
         save_split(path, train=base["train"], val=base["val"], forget=forget, retain=retain, seed=base["seed"],
-                   forget_seed=cfg["forget_seed"],
+                   forget_seed=cfg["forget_seed"], dataset=cfg["dataset"], n_train=len(arrays.train_y),
                    description=f"{cfg['dataset']} ({arrays.source}); forget {what}, |F| = {len(forget)}")
     return paths
 
@@ -86,53 +99,116 @@ def forget_splits(pretrain_run: Path, out: Path, forget_sets: list[str]) -> dict
 def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", forget: str = "high,mid,low",
                  methods: str = "neggrad", unlearn_optimizers: str = "sgd,sam", train_overrides: dict | None = None,
                  unlearn_overrides: dict | None = None, mia_features: tuple[str, ...] = ("confidence",),
-                 progress: bool | None = None) -> dict[str, Any]:
-    """Run the whole protocol (module docstring); returns and writes the summary."""
-    from .evaluate import evaluate
-    from .trainer import train
-    from .unlearn import METHODS, UnlearnConfig, unlearn
+                 progress: bool | None = None, force: bool = False, stages: str = "all") -> dict[str, Any]:
+    """Run the whole protocol (module docstring); returns and writes the summary. ``stages="train"`` stops after the
+    pretraining runs, the forget sets and the retrain references (no summary is written)."""
+    from .unlearn import METHODS, UnlearnConfig
 
     train_overrides, unlearn_overrides = dict(train_overrides or {}), dict(unlearn_overrides or {})
     pre_opts = _list(pretrain, "pretrain", ("sgd", "sam", "asam"))
     forget_sets = _list(forget, "forget", (*LEVELS, "random"))
     method_list = _list(methods, "methods", METHODS)
     unlearn_opts = _list(unlearn_optimizers, "unlearn-optimizers", ("sgd", "sam", "asam"))
-    for key in ("method", "optimizer", "split_file"):
-        if key in unlearn_overrides:
+    if stages not in ("all", "train"):
+        raise ConfigError(f"--stages {stages!r}: choose all or train")
+    for key in unlearn_overrides:
+        if key.rsplit(".", 1)[-1] in ("method", "optimizer", "split_file"):
             raise ConfigError(f"--unlearn-set {key}=... is chosen by the protocol; use --methods/--unlearn-optimizers")
-    UnlearnConfig(**unlearn_overrides)  # bad overrides fail here, before any training
-    out = ensure_writable_dir(Path(out))
+    per_method = unlearn_settings(preset, unlearn_overrides, method_list)
+    for method in method_list:  # bad overrides fail here, before any training
+        UnlearnConfig(**{**per_method[method], "method": method})
+    for opt in pre_opts:  # every training config is checked before anything is written
+        make_config(preset, {**train_overrides, "optimizer": opt})
+    out = Path(out)
+    identity = {"preset": preset, "train_overrides": dict(sorted(train_overrides.items())),
+                "unlearn_overrides": dict(sorted(unlearn_overrides.items())), "mia_features": list(mia_features)}
+    with RunFolder(out, "protocol", identity, force=force, outputs=("summary.json", "summary.csv"),
+                   fix="add --force to redo the stages whose settings changed") as folder:
+        folder.begin()
+        if folder.replacing and {k: (folder.previous or {}).get(k) for k in ("preset", "train_overrides")} != \
+                {k: identity[k] for k in ("preset", "train_overrides")}:
+            import shutil
+
+            shutil.rmtree(out / "splits", ignore_errors=True)  # the forget sets of other training settings
+        return _run_stages(out, preset, pre_opts, forget_sets, method_list, unlearn_opts, train_overrides,
+                           per_method, mia_features, progress, force, stages)
+
+
+def _stage_done(folder: Path, kind: str, identity: dict, force: bool) -> bool:
+    """Whether ``folder`` holds a finished stage made with ``identity``; a finished stage of other settings is
+    refused (redone with ``force``)."""
+    if not (folder / "record.json").is_file():
+        return False
+    found = read_identity(folder)
+    if found is not None and found.get("kind") == kind and found.get("identity") == identity:
+        return True
+    if found is None:  # a stage written before run.json existed: judge it by its record
+        record = json.loads((folder / "record.json").read_text())
+        if kind == "unlearn":
+            import hashlib
+
+            made = hashlib.sha256(repr(sorted(record.get("config", {}).items())).encode()).hexdigest()[:16]
+        else:
+            made = record.get("config_hash")
+        if made == identity["config"]:
+            return True
+    if force:
+        return False
+    raise ConfigError(f"stage {folder} was run with other settings than this protocol asks for; rerun with --force "
+                      "to redo it, or choose a new --out")
+
+
+def unlearn_settings(preset: str, overrides: dict[str, Any], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per method, the unlearning settings of this protocol: the preset's (:data:`UNLEARN_PRESETS`), then the user's
+    ``--unlearn-set`` (scoped ``method.key`` or unscoped: :func:`empirical.unlearn.resolve_scoped`)."""
+    from .unlearn import resolve_scoped
+
+    base = resolve_scoped(UNLEARN_PRESETS.get(preset, {}), methods, strict=False)
+    user = resolve_scoped(overrides, methods)
+    return {m: {**base[m], **user[m]} for m in methods}
+
+
+def _run_stages(out, preset, pre_opts, forget_sets, method_list, unlearn_opts, train_overrides, per_method,
+                mia_features, progress, force, stages="all") -> dict[str, Any]:
+    from .evaluate import evaluate
+    from .trainer import train
+    from .unlearn import UnlearnConfig, unlearn, unlearn_identity
+
     device = train_overrides.get("device", "auto")
-
-    def done(folder: Path) -> bool:
-        return (folder / "record.json").is_file()
-
     for opt in pre_opts:
         folder = out / f"pretrain_{opt}"
-        if not done(folder):
-            train(make_config(preset, {**train_overrides, "optimizer": opt}), folder, progress=progress)
+        cfg = make_config(preset, {**train_overrides, "optimizer": opt})
+        if not _stage_done(folder, "pretrain", {"config": cfg.hash}, force):
+            train(cfg, folder, progress=progress, force=force)
     splits = forget_splits(out / f"pretrain_{pre_opts[0]}", out, forget_sets)
+    retrain_ids = {}
     for name, split in splits.items():
         folder = out / f"retrain_{name}"
-        if not done(folder):
-            cfg = make_config(preset, {**train_overrides, "optimizer": "sgd", "split_file": str(split)})
-            train(cfg, folder, stage="retrain", progress=progress)
+        cfg = make_config(preset, {**train_overrides, "optimizer": "sgd", "split_file": str(split)})
+        retrain_ids[name] = cfg.hash
+        if not _stage_done(folder, "retrain", {"config": cfg.hash}, force):
+            train(cfg, folder, stage="retrain", progress=progress, force=force)
+    if stages == "train":
+        return {"preset": preset, "stages": "train", "rows": [], "averages": []}
     rows = []
     for pre in pre_opts:
         for name, split in splits.items():
             for method in method_list:
                 for opt in unlearn_opts:
                     folder = out / "unlearn" / f"{pre}_{name}_{method}_{opt}"
-                    if not done(folder):
-                        cfg = UnlearnConfig(**{"device": device, **unlearn_overrides, "method": method,
-                                               "optimizer": opt, "split_file": str(split)})
-                        unlearn(cfg, out / f"pretrain_{pre}", folder, progress=progress)
+                    cfg = UnlearnConfig(**{"device": device, **per_method[method], "method": method,
+                                           "optimizer": opt, "split_file": str(split)})
+                    stage_id = unlearn_identity(cfg, out / f"pretrain_{pre}")
+                    if not _stage_done(folder, "unlearn", stage_id, force):
+                        unlearn(cfg, out / f"pretrain_{pre}", folder, progress=progress, force=force)
                     metrics_path = folder / "metrics.json"
-                    if metrics_path.is_file():
-                        metrics = json.loads(metrics_path.read_text())
-                    else:
-                        metrics = evaluate(folder, out / f"retrain_{name}", metrics_path, mia_features=mia_features,
+                    made_from = {"unlearn": stage_id, "retrain": retrain_ids[name], "mia_features": list(mia_features)}
+                    metrics = _read_metrics(metrics_path)
+                    if metrics is None or metrics.get("made_from") != made_from:
+                        metrics = evaluate(folder, out / f"retrain_{name}", None, mia_features=mia_features,
                                            device=device)
+                        metrics["made_from"] = made_from
+                        atomic_write_json(metrics_path, metrics)
                     ours = metrics["unlearned"]
                     rows.append({"pretrain": pre, "forget": name, "method": method, "optimizer": opt,
                                  "retain": ours["accuracy"]["retain"], "forget_acc": ours["accuracy"]["forget"],
@@ -149,7 +225,7 @@ def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", fo
                                  "avg_tow": float(np.mean([r["tow"] for r in sel])),
                                  "avg_tow_mia": float(np.mean([r["tow_mia"] for r in sel])),
                                  "forget_sets": [r["forget"] for r in sel]})
-    summary = {"preset": preset, "train_overrides": train_overrides, "unlearn_overrides": unlearn_overrides,
+    summary = {"preset": preset, "train_overrides": train_overrides, "unlearn_settings": per_method,
                "rows": rows, "averages": averages}
     atomic_write_json(out / "summary.json", summary)
     buf = io.StringIO()
@@ -158,6 +234,15 @@ def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", fo
     writer.writerows(rows)
     atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
     return summary
+
+
+def _read_metrics(path: Path) -> dict | None:
+    """A stage's metrics.json, or None when missing or unreadable (then it is computed again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def summary_lines(summary: dict) -> list[str]:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from simulations.config import ConfigError
+from simulations.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -80,11 +80,16 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups  # the same dicts: one set of hyperparameters
         self.defaults.update(self.base_optimizer.defaults)
         self._frozen: dict[torch.Tensor, torch.Tensor] = {}  # parameter -> bool tensor, True = no update
+        self._scale: dict[torch.Tensor, torch.Tensor] = {}  # parameter -> 0/1 factor on g' (authors' masking)
 
     # ------------------------------------------------------------------ masks
-    def set_mask(self, masks: dict | list) -> None:
+    def set_mask(self, masks: dict | list, freeze: bool = True) -> None:
         """Restrict updates: ``masks`` maps a parameter to a tensor of its shape, or is a list aligned with the
-        parameters in param-group order (None = unmasked). Nonzero entries train, zero entries are frozen."""
+        parameters in param-group order (None = unmasked). Nonzero entries train, zero entries are frozen.
+
+        ``freeze=False`` is the authors' masking instead (spec §6 item 3): the mask multiplies the gradient at
+        W + ε before the mix, ``g_final = g + sλ(M ⊙ g' − g)`` (with ``rho = 0``: ``g_final = M ⊙ g``), and nothing
+        is frozen — weight decay and momentum still move masked-out entries."""
         params = [p for group in self.param_groups for p in group["params"]]
         if not isinstance(masks, dict):
             if len(masks) != len(params):
@@ -100,10 +105,13 @@ class SAM(torch.optim.Optimizer):
             if tuple(mask.shape) != tuple(p.shape):
                 raise ConfigError(f"mask shape {tuple(mask.shape)} does not match parameter {tuple(p.shape)}")
             frozen[p] = (mask == 0).to(p.device)
-        self._frozen = frozen
+        if freeze:
+            self._frozen, self._scale = frozen, {}
+        else:
+            self._frozen, self._scale = {}, {p: (~f).to(p.dtype) for p, f in frozen.items()}
 
     def clear_mask(self) -> None:
-        self._frozen = {}
+        self._frozen, self._scale = {}, {}
 
     # ------------------------------------------------------------------ the two passes
     def _with_grad(self, group: dict) -> list[torch.Tensor]:
@@ -166,7 +174,11 @@ class SAM(torch.optim.Optimizer):
                     p.grad = None
                 elif p.grad is None or group["rho"] == 0:
                     p.grad = g.clone()
+                    if p in self._scale:
+                        p.grad.mul_(self._scale[p])
                 else:
+                    if p in self._scale:
+                        p.grad.mul_(self._scale[p])
                     stored.append(g)
                     perturbed.append(p.grad)
             restore = [p for p in group["params"] if p.grad is not None] if group["rho"] > 0 else []

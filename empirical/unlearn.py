@@ -8,30 +8,17 @@ optimizer ("SAM as unlearn algorithm": ``optimizer=sam|asam``); starting from an
 the choice of ``--from`` ("SAM as pretrain"). Every optimizer here is :class:`empirical.sam.SAM` around the base
 optimizer — with ``rho = 0`` it is the base optimizer bit for bit — so masks work the same way for all methods.
 
-Methods (defaults: the RUM grid of spec §2):
-
-========== ================================================================================ ======= ======
-method     objective                                                                        lr      epochs
-========== ================================================================================ ======= ======
-ft         CE on R                                                                          0.01    10
-ga         −CE on F                                                                         1e-4    5
-rl         CE on R ∪ F, F relabelled uniformly at random each epoch (``rl_exclude_true``)   0.1     10
-neggrad    α CE(R batch) − (1−α) CE(F batch) per step; an epoch is one pass over R          0.01    5
-l1_sparse  CE on R + α_t ||θ||₁, α_t = α (1 − t/T) decays linearly to 0                     0.01    10
-scrub      per epoch: while epoch < ``scrub_msteps``, a max-step pass over F minimising −KL;  5e-3    5
-           then a min-step pass over R on γ CE + β KL; KL = T² KL(p_teacher ‖ p_student) at
-           temperature T against the frozen original model (γ 0.99, β 0.001, T 4: a guess)
-salun      rl with the update restricted to the saliency mask M                             0.1     10
-sharp_min  per step: SAM-min on α CE(R) over W_R = ¬M, then SAM-max on −(1−α) CE(F) over   0.01    5
-max        W_F = M (``forget_rho`` = 0 gives "SAM on the retain loss only"; ``optimizer=sgd``
-           gives the ablation "masked NegGrad with SGD on both parts")
-========== ================================================================================ ======= ======
+The methods themselves — their settings, phases and steps — are a registry in :mod:`empirical.methods` (the table
+of objectives, learning rates and epochs is there); this module is the configuration and the one generic loop.
+Settings are flat: shared ones (:class:`CommonSettings`) and the method's own, e.g. ``alpha`` for neggrad or
+``l1_weight`` for l1_sparse; a setting the method does not have is refused.
 
 Mask (salun, sharp_minmax): G = Σ over F batches of ∇θ[−CE(F batch)] with the model in eval mode; M = 1 on the
 fraction ``mask_fraction`` of entries with the largest |G|, ranked over all parameters together (``mask_rule``
-"smallest" is the authors' code, spec §6 item 2). The mask is saved with the forget set's id. Masked entries are
-frozen entirely: no gradient, no weight decay, no momentum (spec §6 item 3's default).
+"smallest" is the authors' code, spec §6 item 2). The mask is saved with the forget set's id. ``mask_mode`` paper
+(default) freezes masked-out entries entirely; authors is the released code's masking (spec §6 item 3).
 
+Precision: SAM/ASAM steps run in fp32 (TF32 on CUDA) unless ``sam_bf16=true``; evaluation is always fp32.
 Choices of spec §6, as options: ``base`` sgd (default) or adamw (the released code, item 1); ``forget_bn`` "train"
 (default: forget batches move BatchNorm statistics, as the methods do) or "eval" (item 5).
 The learning-rate schedule is constant by default (``schedule=cosine`` to anneal): the spec does not say — a guess.
@@ -55,82 +42,171 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simulations.config import ConfigError, parse_assignments
-from simulations.provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
+from simulations.atomic import atomic_write_bytes, atomic_write_json
+from simulations.config import parse_assignments, parse_value
+from simulations.errors import ConfigError
+from simulations.provenance import provenance
+from simulations.runfolder import RunFolder
 
 from .config import TrainConfig, check_fields, field_types
+from .methods import METHODS, Phase, check_settings, get_method, setting_fields
 from .data import load_split, save_split
 from .steps import autocast, optimizer_step
 
-METHODS = ("ft", "ga", "rl", "neggrad", "l1_sparse", "scrub", "salun", "sharp_minmax")
-DEFAULTS = {  # method: (lr, epochs), spec §2 (RUM's grid)
-    "ft": (0.01, 10), "ga": (1e-4, 5), "rl": (0.1, 10), "neggrad": (0.01, 5), "l1_sparse": (0.01, 10),
-    "scrub": (5e-3, 5), "salun": (0.1, 10), "sharp_minmax": (0.01, 5),
-}
-MASKED = ("salun", "sharp_minmax")
-CHOICES = {"method": METHODS, "optimizer": ("sgd", "sam", "asam"), "base": ("sgd", "adamw"),
-           "mask_rule": ("largest", "smallest"), "forget_bn": ("train", "eval"), "schedule": ("constant", "cosine"),
-           "device": ("auto", "cpu", "cuda")}
+COMMON_CHOICES = {"optimizer": ("sgd", "sam", "asam"), "base": ("sgd", "adamw"), "forget_bn": ("train", "eval"),
+                  "schedule": ("constant", "cosine"), "device": ("auto", "cpu", "cuda")}
 
 
 @dataclass(frozen=True)
-class UnlearnConfig:
-    method: str = "neggrad"
+class CommonSettings:
+    """Settings every method shares (the optimizer, the data, the device); a method's own settings live in its
+    dataclass in :mod:`empirical.methods`."""
     optimizer: str = "sgd"  # sgd | sam | asam: the unlearning optimizer
     base: str = "sgd"  # the base optimizer inside SAM: sgd (momentum) or adamw (spec §6 item 1)
     rho: float = 0.1  # SAM radius (sharp_minmax: of the retain/min part)
-    forget_rho: float = -1.0  # sharp_minmax: radius of the forget/max part; < 0: the same as rho
     lamb: float = 1.0  # SAM mix λ
     lr: float = -1.0  # < 0: the method's default
     epochs: int = 0  # 0: the method's default
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    alpha: float = 0.99  # neggrad, sharp_minmax: weight of the retain loss; l1_sparse: initial L1 weight
-    mask_fraction: float = 0.3  # salun, sharp_minmax: q
-    mask_rule: str = "largest"
-    rl_exclude_true: bool = False
-    scrub_msteps: int = 4  # scrub: epochs that begin with a max-step pass over F
-    scrub_temperature: float = 4.0
-    scrub_beta: float = 0.001  # scrub: weight of the KL term of the min-step (a guess: the SCRUB code's default)
-    scrub_gamma: float = 0.99  # scrub: weight of the CE term of the min-step (likewise)
     forget_bn: str = "train"
     schedule: str = "constant"
     seed: int = 0
     device: str = "auto"
-    bf16: bool = True
+    bf16: bool = True  # autocast on CUDA for SGD steps
+    sam_bf16: bool = False  # SAM/ASAM steps in bf16 too (default fp32/TF32: spec §2, the correction is blurred)
     channels_last: bool = True
     data_root: str = ""  # empty: the source run's data root
     split_file: str = ""  # empty: the source run's split; else another forget set over the same train/val split
 
     def __post_init__(self) -> None:
-        check_fields(self, CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "alpha", "epochs",
-                                                  "scrub_msteps", "scrub_beta", "scrub_gamma"),
+        check_fields(self, COMMON_CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "epochs"),
                      positive=("batch_size",))
-        if not self.scrub_temperature > 0:
-            raise ConfigError(f"scrub_temperature={self.scrub_temperature}: must be > 0")
-        if not 0 < self.mask_fraction <= 1:
-            raise ConfigError(f"mask_fraction={self.mask_fraction}: must lie in (0, 1]")
-        if self.method in ("neggrad", "sharp_minmax") and not self.alpha <= 1:
-            raise ConfigError(f"alpha={self.alpha}: {self.method} weighs α L(R) − (1−α) L(F), so α lies in [0, 1]")
+
+
+COMMON_FIELDS = field_types(CommonSettings)
+
+
+class UnlearnConfig:
+    """The configuration of one unlearning run: ``method``, the :class:`CommonSettings` and the method's own
+    settings, given flat (``UnlearnConfig(method="neggrad", alpha=0.99, optimizer="sam")``). A setting the method
+    does not have is refused (e.g. NegGrad's ``alpha`` for ``l1_sparse``). Immutable; ``replace`` makes a copy."""
+
+    def __init__(self, method: str = "neggrad", **fields: Any):
+        unit = get_method(method)
+        own_fields = {f.name for f in dataclasses.fields(unit.settings)}
+        unknown = [k for k in fields if k not in COMMON_FIELDS and k not in own_fields]
+        if unknown:
+            own = ", ".join(sorted(own_fields)) or "none"
+            raise ConfigError(f"{', '.join(unknown)}: not a setting of {method} (its own settings: {own}; shared "
+                              f"settings: {', '.join(COMMON_FIELDS)})")
+        common = CommonSettings(**{k: v for k, v in fields.items() if k in COMMON_FIELDS})
+        settings = unit.settings(**{k: v for k, v in fields.items() if k in own_fields})
+        check_settings(method, settings)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "common", common)
+        object.__setattr__(self, "settings", settings)
+
+    def __setattr__(self, name, value):
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        for part in ("common", "settings"):
+            inner = self.__dict__.get(part)
+            if inner is not None and name in {f.name for f in dataclasses.fields(inner)}:
+                return getattr(inner, name)
+        raise AttributeError(name)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, UnlearnConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"UnlearnConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr >= 0 else DEFAULTS[self.method][0]
+        return self.lr if self.lr >= 0 else get_method(self.method).lr
 
     @property
     def num_epochs(self) -> int:
-        return self.epochs if self.epochs > 0 else DEFAULTS[self.method][1]
+        return self.epochs if self.epochs > 0 else get_method(self.method).epochs
+
+    @property
+    def sam(self) -> bool:
+        return self.optimizer in ("sam", "asam")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"method": self.method, **dataclasses.asdict(self.common), **dataclasses.asdict(self.settings)}
+
+    def replace(self, **changes: Any) -> UnlearnConfig:
+        return UnlearnConfig(**{**self.to_dict(), **changes})
 
 
-FIELD_TYPES = field_types(UnlearnConfig)
+def field_types_of(method: str) -> dict[str, type]:
+    """The typed fields of ``method`` (shared and its own), for the ``--set`` parser."""
+    return {"method": str, **COMMON_FIELDS, **setting_fields()[method]}
+
+
+ALL_FIELDS = {"method": str, **COMMON_FIELDS, **{k: v for fs in setting_fields().values() for k, v in fs.items()}}
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    return parse_assignments(items, FIELD_TYPES)
+    """``["key=value", ...]`` → typed overrides (shared fields and every method's own)."""
+    return parse_assignments(items, ALL_FIELDS)
+
+
+def scoped_overrides(items: list[str] | None) -> dict[str, Any]:
+    """The protocol's ``--unlearn-set``: ``key=value`` (for every chosen method that has the field) or
+    ``method.key=value`` (for that method only) → ``{"key": v, "neggrad.alpha": v, ...}``, typed."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--unlearn-set {item!r}: expected key=value or method.key=value")
+        key, text = (t.strip() for t in item.split("=", 1))
+        if "." in key:
+            method, name = key.split(".", 1)
+            get_method(method)
+            out[key] = parse_value(name, text, field_types_of(method))
+        else:
+            out[key] = parse_value(key, text, ALL_FIELDS)
+    return out
+
+
+def resolve_scoped(overrides: dict[str, Any], methods: list[str], strict: bool = True) -> dict[str, dict[str, Any]]:
+    """Per chosen method, the settings that apply to it: shared fields always; an unscoped field of a method's own
+    only for the methods that have it; ``method.key`` only for that method. A field none of the chosen methods has,
+    or a scope not among them, is refused."""
+    own = setting_fields()
+    per = {m: {} for m in methods}
+    for key, value in overrides.items():
+        if "." in key:
+            method, name = key.split(".", 1)
+            if method not in per:
+                if not strict:
+                    continue
+                raise ConfigError(f"--unlearn-set {key}: {method} is not among the chosen methods "
+                                  f"({', '.join(methods)})")
+            if name not in own[method] and name not in COMMON_FIELDS:
+                raise ConfigError(f"--unlearn-set {key}: {name} is not a setting of {method} (its own settings: "
+                                  f"{', '.join(own[method]) or 'none'})")
+            continue
+        if key in COMMON_FIELDS:
+            for m in methods:
+                per[m][key] = value
+            continue
+        having = [m for m in methods if key in own[m]]
+        if not having and strict:
+            raise ConfigError(f"--unlearn-set {key}: none of the chosen methods ({', '.join(methods)}) has this "
+                              "setting")
+        for m in having:
+            per[m][key] = value
+    for key, value in overrides.items():  # scoped settings win over unscoped ones
+        if "." in key:
+            method, name = key.split(".", 1)
+            if method in per:
+                per[method][name] = value
+    return per
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -224,14 +300,88 @@ def load_source(source: Path, cfg: UnlearnConfig, device: torch.device):
                         split=Path(cfg.split_file) if cfg.split_file else None)
 
 
-def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None = None) -> dict[str, Any]:
+UNLEARN_OUTPUTS = ("record.json", "model.pt", "mask.pt", "split.npz", "metrics.json")
+
+
+def unlearn_identity(cfg: UnlearnConfig, source: Path) -> dict[str, Any]:
+    """What an unlearning run folder is the result of: its configuration and its source run."""
+    digest = hashlib.sha256(repr(sorted(cfg.to_dict().items())).encode()).hexdigest()[:16]
+    return {"config": digest, "source": str(Path(source).resolve())}
+
+
+def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None = None,
+            force: bool = False) -> dict[str, Any]:
     """Run ``cfg.method`` on the model of the pretrain run in ``source``; write ``out/record.json`` (config, seed,
     provenance, source, forget-set id, per-epoch losses and times, accuracies in percent before and after) and
-    ``out/model.pt`` (and ``out/mask.pt`` for masked methods)."""
-    from .trainer import _layout, accuracy, resolve_device
+    ``out/model.pt`` (and ``out/mask.pt`` for masked methods).
 
+    The folder follows the run-folder contract (:mod:`simulations.runfolder`): ``out`` may not be ``source``, and a
+    folder holding another unlearning run is refused unless ``force`` (which removes its outputs, its stale
+    ``metrics.json`` included)."""
+    out = Path(out)
+    with RunFolder(out, "unlearn", unlearn_identity(cfg, source), sources=[source], force=force,
+                   outputs=UNLEARN_OUTPUTS, fix="add --force to replace it (its record, model and metrics are "
+                   "removed)") as folder:
+        return _unlearn(cfg, Path(source), out, folder, progress)
+
+
+class UnlearnRun:
+    """What a method's ``setup``, ``phases`` and ``step`` see (:mod:`empirical.methods`): the model, the data, the
+    settings ``cfg`` (shared) and ``s`` (the method's own), the optimizers, and the helpers below."""
+
+    def __init__(self, cfg: UnlearnConfig, model, prepared, device: torch.device, generator: torch.Generator):
+        self.cfg, self.s, self.model, self.prepared, self.device = cfg, cfg.settings, model, prepared, device
+        self.generator = generator
+        self.retain, self.forget = prepared.retain_idx, prepared.forget_idx
+        self.union = torch.cat([self.retain, self.forget])
+        self.forget_batch = min(cfg.batch_size, len(self.forget))
+        self.params = list(model.parameters())
+        self.masks: list[torch.Tensor] | None = None
+        self.optimizers: list = []
+        self.teacher = None
+        self.total = 1
+        # the forget batches of neggrad / sharp_minmax have a generator of their own, so the retain batches are the
+        # ones fine-tuning with the same seed would see
+        forget_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self._forget_stream = _endless(prepared.data, self.forget, self.forget_batch, forget_generator)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        from .trainer import _layout
+
+        return _layout(x, self.cfg, self.device)
+
+    def precision(self):
+        """bf16 autocast on CUDA for SGD steps (``bf16``); SAM/ASAM steps in fp32/TF32 unless ``sam_bf16`` (spec §2:
+        bf16 blurs the SAM correction)."""
+        return autocast(self.device, self.cfg.bf16 and (not self.cfg.sam or self.cfg.sam_bf16))
+
+    def forget_bn(self, forget_pass: bool):
+        return bn_eval(self.model, forget_pass and self.cfg.forget_bn == "eval")
+
+    def loss_on(self, x, y, sign: float = 1.0, forget_pass: bool = False) -> torch.Tensor:
+        """``sign · CE`` of a batch (BatchNorm in eval mode on forget passes with ``forget_bn=eval``)."""
+        with self.precision(), self.forget_bn(forget_pass):
+            return sign * F.cross_entropy(self.model(self.layout(x)), y)
+
+    def optimizer(self, rho: float, sign: str = "min"):
+        return _optimizer(self.cfg, self.model, rho, sign)
+
+    def step_on(self, optimizer, objective) -> torch.Tensor:
+        return optimizer_step(optimizer, self.model, objective)
+
+    def next_forget(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(self._forget_stream)
+
+    def random_labels(self) -> torch.Tensor:
+        return random_labels(self.prepared.data.labels, self.forget, self.prepared.num_classes, self.generator,
+                             self.s.rl_exclude_true)
+
+
+def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, progress: bool | None) -> dict:
+    from .trainer import accuracy, resolve_device
+
+    method = get_method(cfg.method)
     device = resolve_device(TrainConfig(device=cfg.device))
-    out = ensure_writable_dir(Path(out))
     model, train_cfg, prepared, source_record = load_source(source, cfg, device)
     retain, forget = prepared.retain_idx, prepared.forget_idx
     if cfg.batch_size > len(retain):
@@ -240,122 +390,43 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     fid = forget_id(prepared.forget_idx.cpu().numpy())
     used = load_split(cfg.split_file or Path(source) / "split.npz")
-    save_split(out / "split.npz", **{k: v for k, v in used.items() if k != "description"},
-               description=f"{used['description']} [the split of this unlearning run]")
-    layout = lambda x: _layout(x, cfg, device)  # noqa: E731
-    ce = lambda x, y: F.cross_entropy(model(layout(x)), y)  # noqa: E731
-
-    def loss_on(x, y, sign=1.0, forget_pass=False):
-        with autocast(device, cfg.bf16), bn_eval(model, forget_pass and cfg.forget_bn == "eval"):
-            return sign * ce(x, y)
-
-    masks = None
-    if cfg.method in MASKED:
-        masks, _ = saliency_mask(model, prepared.data, forget, cfg.mask_fraction, cfg.mask_rule, cfg.batch_size,
-                                 device, cfg.bf16)
+    folder.begin()
+    (out / "metrics.json").unlink(missing_ok=True)  # metrics of an earlier model of this folder are stale now
+    run = UnlearnRun(cfg, model, prepared, device, generator)
+    if method.masked:
+        run.masks, _ = saliency_mask(model, prepared.data, forget, cfg.mask_fraction, cfg.mask_rule,
+                                     cfg.batch_size, device, cfg.bf16)
         buf = io.BytesIO()
-        torch.save({"masks": [m.cpu() for m in masks], "forget_id": fid, "fraction": cfg.mask_fraction,
-                    "rule": cfg.mask_rule, "source": str(source)}, buf)
+        torch.save({"masks": [m.cpu() for m in run.masks], "forget_id": fid, "fraction": cfg.mask_fraction,
+                    "rule": cfg.mask_rule, "mode": cfg.mask_mode, "source": str(source)}, buf)
         atomic_write_bytes(out / "mask.pt", buf.getvalue())
 
     epochs = cfg.num_epochs
-    forget_batch = min(cfg.batch_size, len(forget))
-    union = torch.cat([retain, forget])
-
-    def phases(epoch: int) -> list[tuple[str, torch.Tensor, int]]:
-        """What one epoch passes over: (step kind, indices, batch size) in order."""
-        if cfg.method == "ga":
-            return [("ga", forget, forget_batch)]
-        if cfg.method in ("rl", "salun"):
-            return [("relabelled", union, cfg.batch_size)]
-        if cfg.method == "scrub":
-            return ([("scrub_max", forget, forget_batch)] if epoch < cfg.scrub_msteps else []) + \
-                [("scrub_min", retain, cfg.batch_size)]
-        return [(cfg.method, retain, cfg.batch_size)]
-
-    total = max(1, sum(math.ceil(len(idx) / b) for e in range(epochs) for _, idx, b in phases(e)))
-    optimizers = [_optimizer(cfg, model, cfg.rho)]
-    if cfg.method == "sharp_minmax":
-        forget_rho = cfg.rho if cfg.forget_rho < 0 else cfg.forget_rho
-        optimizers.append(_optimizer(cfg, model, forget_rho, sign="max"))
-        optimizers[0].set_mask([~m for m in masks])  # W_R: the unmasked entries
-        optimizers[1].set_mask(masks)  # W_F
-    elif cfg.method == "salun":
-        optimizers[0].set_mask(masks)
+    run.total = max(1, sum(math.ceil(len(p.indices) / p.batch_size) for e in range(epochs)
+                           for p in method.phases(run, e)))
+    run.optimizers = method.setup(run)
+    total = run.total
     factor = (lambda s: 1.0) if cfg.schedule == "constant" else (lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-    schedules = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in optimizers]
-    # the forget batches of neggrad / sharp_minmax have a generator of their own, so the retain batches are the
-    # ones fine-tuning with the same seed would see
-    forget_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    forget_stream = _endless(prepared.data, forget, forget_batch, forget_generator)
-    params = list(model.parameters())
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in run.optimizers]
     history: dict[str, list] = {"epoch_seconds": [], "loss": []}
-
-    teacher = None
-    if cfg.method == "scrub":  # the frozen original model
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
-    def distill(x, y, forget_pass=False):
-        """(CE, KL) of the student on a batch; KL = T² KL(p_teacher ‖ p_student) at temperature T (SCRUB)."""
-        with autocast(device, cfg.bf16), bn_eval(model, forget_pass and cfg.forget_bn == "eval"):
-            logits = model(layout(x))
-            with torch.no_grad():
-                target = teacher(layout(x))
-            t = cfg.scrub_temperature
-            kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.softmax(target.float() / t, dim=1),
-                          reduction="batchmean") * t * t
-            return F.cross_entropy(logits, y), kl
-
-    def one_step(kind: str, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
-        opt = optimizers[0]
-        if kind == "ga":
-            return optimizer_step(opt, model, lambda: loss_on(x, y, -1.0, forget_pass=True))
-        if kind in ("ft", "relabelled"):
-            return optimizer_step(opt, model, lambda: loss_on(x, y))
-        if kind == "l1_sparse":
-            weight = cfg.alpha * (1 - step / total)
-            # ||θ||₁ as one reduction over the concatenated parameters (not two kernels per tensor)
-            return optimizer_step(opt, model, lambda: loss_on(x, y) + weight * torch.linalg.vector_norm(
-                torch.cat([p.reshape(-1) for p in params]), 1))
-        if kind == "scrub_max":
-            return optimizer_step(opt, model, lambda: -distill(x, y, forget_pass=True)[1])
-        if kind == "scrub_min":
-            def objective():
-                ce_loss, kl = distill(x, y)
-                return cfg.scrub_gamma * ce_loss + cfg.scrub_beta * kl
-
-            return optimizer_step(opt, model, objective)
-        xf, yf = next(forget_stream)  # neggrad, sharp_minmax: a retain batch and a forget batch per step
-        if kind == "neggrad":
-            return optimizer_step(opt, model, lambda: cfg.alpha * loss_on(x, y)
-                             - (1 - cfg.alpha) * loss_on(xf, yf, forget_pass=True))
-        retain_loss = optimizer_step(opt, model, lambda: cfg.alpha * loss_on(x, y))
-        return retain_loss + optimizer_step(optimizers[1], model,
-                                       lambda: -(1 - cfg.alpha) * loss_on(xf, yf, forget_pass=True))
 
     step = 0
     model.train()
     for epoch in range(epochs):
         began = time.perf_counter()
         losses = []
-        for kind, idx, batch_size in phases(epoch):
-            labels = None
-            if kind == "relabelled":
-                labels = random_labels(prepared.data.labels, forget, prepared.num_classes, generator,
-                                       cfg.rl_exclude_true)
-            for x, y in prepared.data.batches(idx, batch_size, shuffle=True, augment=True, generator=generator,
-                                              labels=labels):
-                loss = one_step(kind, x, y, step)
-                losses.append(loss)
+        for phase in method.phases(run, epoch):
+            labels = phase.relabel() if phase.relabel is not None else None
+            for x, y in prepared.data.batches(phase.indices, phase.batch_size, shuffle=True, augment=True,
+                                              generator=generator, labels=labels):
+                losses.append(method.step(run, phase, x, y, step))
                 for s in schedules:
                     s.step()
                 step += 1
         losses = torch.stack(losses).float()
         if not bool(torch.isfinite(losses).all()):
-            raise ConfigError(f"{cfg.method}: the loss became NaN/inf in epoch {epoch}; lower lr (no model.pt or "
-                              "record.json was written)")
+            raise ConfigError(f"{cfg.method}: the loss became NaN/inf in epoch {epoch}; lower lr (no model.pt, "
+                              "split.npz or record.json was written)")
         if device.type == "cuda":
             torch.cuda.synchronize()
         history["epoch_seconds"].append(time.perf_counter() - began)
@@ -365,13 +436,15 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
         if progress is not False:
             print(line, file=sys.stderr, flush=True)
 
-    def acc(data, idx):
-        return 100.0 * accuracy(model, data, idx, device, train_cfg.replace(bf16=cfg.bf16,
+    def acc(data, idx):  # evaluation is always fp32 (spec §2)
+        return 100.0 * accuracy(model, data, idx, device, train_cfg.replace(bf16=False,
                                                                            channels_last=cfg.channels_last))
 
     test_idx = torch.arange(len(prepared.test), device=device)
     after = {"retain": acc(prepared.data, retain), "forget": acc(prepared.data, forget),
              "test": acc(prepared.test, test_idx), "val": acc(prepared.data, prepared.val_idx)}
+    save_split(out / "split.npz", **{k: v for k, v in used.items() if k != "description"},
+               description=f"{used['description']} [the split of this unlearning run]")
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "forget_id": fid}, buf)
     atomic_write_bytes(out / "model.pt", buf.getvalue())
@@ -381,7 +454,7 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
         "forget_size": int(len(forget)), "retain_size": int(len(retain)), "device": str(device),
         "provenance": provenance(str(device)), "epoch_seconds": history["epoch_seconds"], "loss": history["loss"],
         "accuracy": after, "source_accuracy": {k: 100.0 * source_record[f"{k}_acc"] for k in after},
-        "model": str(out / "model.pt"), "mask": str(out / "mask.pt") if masks is not None else None,
+        "model": str(out / "model.pt"), "mask": str(out / "mask.pt") if run.masks is not None else None,
     }
     atomic_write_json(out / "record.json", record)
     return record

@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from simulations.config import ConfigError
+from simulations.arguments import OneLineParser
+from simulations.errors import ConfigError
+from simulations.runfolder import RunFolder
 from simulations.sweep import run_sweep
 
 from . import dynamics, heatmaps, theory_figures  # noqa: F401 - registers the figures
@@ -25,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m figures", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "figures", help="sweep folders")
     parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="figure folder")
     parser.add_argument("--only", nargs="*", default=None,
@@ -44,39 +46,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}", file=sys.stderr)
         return 2
     try:
-        for sweep in dict.fromkeys(s for n in names for s in FIGURES[n].sweeps):
-            folder = args.results / sweep
-            spec = SWEEPS[sweep]
-            if args.no_run:
-                if not (folder / "results.csv").exists():
-                    print(f"error: no results for sweep {sweep!r} in {folder}; run without --no-run",
-                          file=sys.stderr)
-                    return 2
-                continue
-            start = time.perf_counter()
-            summary = run_sweep(spec["base"], spec["grid"], folder, device=args.device,
-                                save_coefficients=spec.get("save_coefficients", False))
-            print(f"sweep {sweep}: {summary['runs']} runs ({summary['computed']} computed, "
-                  f"{summary['skipped']} cached) in {time.perf_counter() - start:.1f} s")
-        for name in names:
-            fig = FIGURES[name]
-            results = {s: SweepResults(args.results / s) for s in fig.sweeps}
-            paths = fig.render(results[fig.sweep] if isinstance(fig.sweep, str) else results, args.out)
-            print(f"{name}: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
-                                          for p in paths))
-        if args.only is None or "empirical" in args.only:
-            from .empirical import render_protocol
-
-            protocol = args.protocol or ROOT / "results" / "protocol"
-            if (protocol / "summary.json").is_file() or args.protocol is not None:
-                paths = render_protocol(protocol, args.out)
-                print("empirical: " + ", ".join(str(p) for p in paths))
-            else:
-                print(f"empirical: skipped (no {protocol / 'summary.json'}; run python -m empirical protocol on a "
-                      "GPU, then python -m figures --protocol DIR)")
+        with RunFolder(args.out, "figures", marker=False) as folder:  # one writer of the figure folder at a time
+            folder.begin()
+            return _draw(args, names)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _draw(args, names: list[str]) -> int:
+    """Run what is missing of the sweeps the figures need, then render them into ``args.out``."""
+    for sweep in dict.fromkeys(s for n in names for s in FIGURES[n].sweeps):
+        folder = args.results / sweep
+        spec = SWEEPS[sweep]
+        if args.no_run:
+            if not (folder / "results.csv").exists():
+                print(f"error: no results for sweep {sweep!r} in {folder}; run without --no-run",
+                      file=sys.stderr)
+                return 2
+            continue
+        start = time.perf_counter()
+        summary = run_sweep(spec["base"], spec["grid"], folder, device=args.device,
+                            save_coefficients=spec.get("save_coefficients", False))
+        print(f"sweep {sweep}: {summary['runs']} runs ({summary['computed']} computed, "
+              f"{summary['skipped']} cached) in {time.perf_counter() - start:.1f} s")
+    for name in names:
+        fig = FIGURES[name]
+        results = {s: SweepResults(args.results / s) for s in fig.sweeps}
+        paths = fig.render(results[fig.sweep] if isinstance(fig.sweep, str) else results, args.out)
+        print(f"{name}: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+                                      for p in paths))
+    if args.only is None or "empirical" in args.only:
+        from .empirical import render_protocol
+
+        protocol = args.protocol or ROOT / "results" / "protocol"
+        if (protocol / "summary.json").is_file() or args.protocol is not None:
+            paths = render_protocol(protocol, args.out)
+            print("empirical: " + ", ".join(str(p) for p in paths))
+        else:
+            print(f"empirical: skipped (no {protocol / 'summary.json'}; run python -m empirical protocol on a "
+                  "GPU, then python -m figures --protocol DIR)")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from simulations.config import ConfigError
+from simulations.errors import ConfigError
 
 from .style import OPTIMIZER_LABELS, apply_style, save
 

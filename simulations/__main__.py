@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, ConfigError, parse_assignments, parse_grid_axis, preset
+from .arguments import OneLineParser, positive_float, positive_int
+from .config import PRESETS, parse_assignments, parse_grid_axis, preset
+from .errors import ConfigError
 from .executors import EXECUTORS
 
 
@@ -24,11 +26,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--max-memory-gb", type=positive_float, default=None, help="memory budget (default: half of free)")
+    p.add_argument("--force", action="store_true",
+                   help="take over an --out folder that holds a run of other settings (its results are replaced)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulations", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m simulations", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one configuration → DIR/result.json and DIR/trajectory.npz")
     _common(run)
@@ -38,12 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a grid axis; replaces the preset's axis of the same key")
     sweep.add_argument("--no-preset-grid", action="store_true", help="ignore the preset's own grid axes")
     sweep.add_argument("--executor", default="inprocess", choices=EXECUTORS)
-    sweep.add_argument("--workers", type=int, default=2, help="processes for --executor pool")
+    sweep.add_argument("--workers", type=positive_int, default=2, help="processes for --executor pool")
     sweep.add_argument("--cluster", default=None, help="submitit cluster: slurm (default), local or debug")
     sweep.add_argument("--slurm-partition", default=None)
-    sweep.add_argument("--timeout-min", type=int, default=60, help="per job, for submitit")
-    sweep.add_argument("--max-memory-gb", type=float, default=None, help="memory budget (default: half of free)")
-    sweep.add_argument("--chunk-runs", type=int, default=2000, help="runs per work unit / cache chunk")
+    sweep.add_argument("--timeout-min", type=positive_int, default=60, help="per job, for submitit")
+    sweep.add_argument("--chunk-runs", type=positive_int, default=2000, help="runs per work unit / cache chunk")
     sweep.add_argument("--save-coefficients", action="store_true",
                        help="store full kappa/zeta trajectories per run (large), not only their summaries")
     sub.add_parser("presets", help="list the presets")
@@ -51,20 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from .engine import simulate
-    from .provenance import atomic_write_bytes, atomic_write_json, ensure_writable_dir, provenance
+    from .atomic import atomic_write_bytes, atomic_write_json
+    from .engine import bytes_per_config, check_device, memory_refusal, simulate
+    from .provenance import numerics_version, provenance
+    from .runfolder import RunFolder
+    from .sweep import available_memory
 
     cfg = preset(args.preset).config(parse_assignments(args.set))
-    out = ensure_writable_dir(args.out)
-    start = time.perf_counter()
-    result = simulate([cfg], device=args.device, save_coefficients=True)[0]
-    record = {"config": cfg.to_dict(), "hash": cfg.hash, "seed": cfg.seed, "metrics": result.metrics,
-              "wall_s": time.perf_counter() - start, "provenance": provenance(args.device),
-              "trajectory_file": "trajectory.npz"}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **result.trajectory, **result.coefficients)
-    atomic_write_bytes(out / "trajectory.npz", buf.getvalue())
-    atomic_write_json(out / "result.json", record)
+    check_device(args.device)
+    budget = args.max_memory_gb * 2**30 if args.max_memory_gb else 0.5 * available_memory()
+    if (need := bytes_per_config(cfg, cfg.backend)) > budget:
+        raise ConfigError(memory_refusal(cfg, need, budget))
+    out = args.out
+    with RunFolder(out, "run", {"config": cfg.hash, "numerics_version": numerics_version()}, force=args.force,
+                   outputs=("result.json", "trajectory.npz"), compare=("config",)) as folder:
+        folder.begin()
+        start = time.perf_counter()
+        result = simulate([cfg], device=args.device, save_coefficients=True, memory_bytes=budget)[0]
+        record = {"config": cfg.to_dict(), "hash": cfg.hash, "seed": cfg.seed, "metrics": result.metrics,
+                  "wall_s": time.perf_counter() - start, "provenance": provenance(args.device),
+                  "trajectory_file": "trajectory.npz"}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **result.trajectory, **result.coefficients)
+        atomic_write_bytes(out / "trajectory.npz", buf.getvalue())
+        atomic_write_json(out / "result.json", record)
     m = result.metrics
     print(f"{cfg.hash}  test_error {m['test_error']:.4f} ± {m['test_error_se']:.4f}  train_error "
           f"{m['train_error']:.3f}  forget_acc {m['forget_acc']:.3f}  diverged {m['diverged']}")
@@ -73,18 +87,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import grid_size, run_sweep
+    from .sweep import compose_grid, grid_size, run_sweep
 
     p = preset(args.preset)
     overrides = parse_assignments(args.set)
     base = {**p.base, **overrides}
-    grid = {} if args.no_preset_grid else dict(p.grid)
-    for key in list(grid):  # a --set of a key the preset grids over fixes it
-        if set(key.split("+")) & set(overrides):
-            grid.pop(key)
-    for item in args.grid:
-        key, values = parse_grid_axis(item)
-        grid[key] = values
+    grid = compose_grid({} if args.no_preset_grid else dict(p.grid), overrides,
+                        [parse_grid_axis(item) for item in args.grid])
     options = {"timeout_min": args.timeout_min}
     if args.cluster:
         options["cluster"] = args.cluster
@@ -94,7 +103,8 @@ def cmd_sweep(args) -> int:
           file=sys.stderr)
     summary = run_sweep(base, grid, args.out, executor=args.executor, workers=args.workers, device=args.device,
                         save_coefficients=args.save_coefficients, max_memory_gb=args.max_memory_gb,
-                        chunk_runs=args.chunk_runs, executor_options=options)
+                        chunk_runs=args.chunk_runs, executor_options=options,
+                        on_other_grid="replace" if args.force else "refuse")
     print(json.dumps(summary))
     return 0
 
@@ -110,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args) if args.command == "run" else cmd_sweep(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: one line naming it
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

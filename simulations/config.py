@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .errors import ConfigError  # noqa: F401 - its home is simulations.errors; importable from here as before
+
 SCHEMA_VERSION = 1
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -34,10 +36,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the field and the fix."""
-
-
 @dataclass(frozen=True)
 class SimConfig:
     """One run of the two-layer CNN on the signal–noise model (spec §1–4).
@@ -54,7 +52,10 @@ class SimConfig:
     ``output_scale=one`` drops the 1/m of the fixed second layer.
     Optimizers (§3): ``gd`` (full batch), ``sgd`` (``batch_size``), ``sam`` (radius ``rho``, batch ``batch_size``;
     0 = full batch; ``rho_rule=chen`` makes ``rho`` the constant of (C)'s radius ``rho m sqrt(B)/(P sigma_p sqrt d)``,
-    B = the batch size, n for full batch, for the training and the unlearning SAM alike); ``sam_sign``/``sam_lambda`` give the generalised step ``g + s*lambda*(g(W+eps) - g)``.
+    B = the batch size, n for full batch, for the training and the unlearning SAM alike); ``sam_steps`` > 0 runs SAM
+    for the first ``sam_steps`` pretraining steps only, then the base step (rho = 0): a schedule of this project's,
+    not (C)'s optimizer, that lets SAM block noise memorisation early and still fit the flipped samples
+    (docs/sam-interpolation.md); ``sam_sign``/``sam_lambda`` give the generalised step ``g + s*lambda*(g(W+eps) - g)``.
     Unlearning (§4): ``unlearn_method`` on forget set F (``forget_size`` samples chosen by ``forget_select``) with
     retain weight ``alpha``, optimizer ``unlearn_optimizer``, ``unlearn_steps`` steps at ``unlearn_lr``.
     """
@@ -80,6 +81,7 @@ class SimConfig:
     lr: float = 0.1
     rho: float = 0.0
     rho_rule: str = "fixed"
+    sam_steps: int = 0
     sam_adaptive: bool = False
     sam_sign: str = "min"
     sam_lambda: float = 1.0
@@ -159,7 +161,7 @@ _SCHEMA_1_FIELDS = frozenset((  # the fields of schema version 1, which always e
 
 
 _POSITIVE_INTS = frozenset(("n", "d", "P", "m", "n_test", "log_points"))
-_NON_NEGATIVE = frozenset(("steps", "unlearn_steps", "batch_size", "forget_size", "seed", "signal_strength",
+_NON_NEGATIVE = frozenset(("steps", "unlearn_steps", "sam_steps", "batch_size", "forget_size", "seed", "signal_strength",
                            "sigma_p", "sigma_0", "lr", "rho", "unlearn_lr", "sam_lambda"))
 _VALID_FIELD_VALUES: set[tuple] = set()  # (name, type, value) already checked: sweeps build many configurations
 
@@ -194,6 +196,9 @@ def validate(cfg: SimConfig) -> None:
         raise ConfigError(f"P={cfg.P}: a sample needs one signal patch and at least one noise patch (P >= 2)")
     if cfg.sigma_p == 0:
         raise ConfigError("sigma_p=0: the noise must have positive scale")
+    if cfg.sigma_0 == 0 and cfg.init == "gaussian" and cfg.steps + cfg.unlearn_steps > 0:
+        raise ConfigError("sigma_0=0: every filter starts at zero, where the ReLU's gradient vanishes, so the network "
+                          "cannot train; use sigma_0 > 0 (e.g. 0.01)")
     if not 0 <= cfg.label_flip < 0.5:
         raise ConfigError(f"label_flip={cfg.label_flip}: must lie in [0, 0.5)")
     if not 0 <= cfg.alpha <= 1:
@@ -208,6 +213,9 @@ def validate(cfg: SimConfig) -> None:
         raise ConfigError(f"unlearn_method={cfg.unlearn_method} needs forget_size >= 1")
     if cfg.unlearns and cfg.forget_size == cfg.n and cfg.unlearn_method in ("neggrad", "ft", "retrain", "sharp_minmax"):
         raise ConfigError(f"forget_size={cfg.forget_size} = n leaves no retain data for {cfg.unlearn_method}")
+    if cfg.sam_steps > cfg.steps:
+        raise ConfigError(f"sam_steps={cfg.sam_steps} exceeds steps={cfg.steps}: SAM runs for the first sam_steps "
+                          "pretraining steps (0 = all of them)")
     if cfg.rho_rule == "chen" and cfg.sam_adaptive:
         raise ConfigError("rho_rule=chen scales the plain SAM radius by (C)'s m sqrt(B)/(P sigma_p sqrt d); adaptive "
                           "SAM's radius is relative to |w| and has no such scale: use rho_rule=fixed with sam_adaptive")
@@ -243,13 +251,20 @@ def parse_value(name: str, text: str, field_types: dict[str, type] | None = None
             raise ValueError
         if typ is int:
             f = float(text)
-            if f != int(f):
+            if not math.isfinite(f):
+                raise ConfigError(f"{name}={text.strip()}: must be a finite integer")
+            if f != int(f) or abs(f) > 2**63 - 1:
                 raise ValueError
             return int(f)
         if typ is float:
-            return float(text)
+            f = float(text)
+            if not math.isfinite(f):
+                raise ConfigError(f"{name}={text.strip()}: must be a finite number (NaN and inf have no meaning here)")
+            return f
         return text.strip()
-    except ValueError:
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"{name}={text!r}: expected {typ.__name__}") from None
 
 
@@ -303,6 +318,8 @@ def parse_grid_axis(item: str) -> tuple[str, list[Any]]:
             start, stop, step = (float(p) for p in parts)
         except ValueError:
             raise ConfigError(f"--grid {item!r}: start, stop and step must be numbers") from None
+        if not all(math.isfinite(v) for v in (start, stop, step)):
+            raise ConfigError(f"--grid {item!r}: start, stop and step must be finite numbers")
         if step <= 0 or stop < start:
             raise ConfigError(f"--grid {item!r}: need step > 0 and stop >= start")
         count = int(math.floor((stop - start) / step + 1e-9)) + 1

@@ -432,8 +432,11 @@ class GroupRun:
         everyone = torch.ones_like(self.forget)
         if self.pretrain_steps:
             weights = self.sampler(everyone, self.train_batch, STREAM_BATCH)
+            sam_until = cfg.sam_steps or self.pretrain_steps  # sam_steps > 0: SAM early, then the base step
+            zero_rho = torch.zeros_like(self.train_rho)
             for t in range(self.pretrain_steps):
-                state = self.step(state, self.labels, weights(t), self.train_lr, self.train_rho)
+                rho = self.train_rho if t < sam_until else zero_rho
+                state = self.step(state, self.labels, weights(t), self.train_lr, rho)
         pre = self.evaluate(state, "pretrain_") if cfg.unlearns else {}
         if cfg.unlearns:
             state = METHODS[cfg.unlearn_method].run(self, state)

@@ -8,11 +8,13 @@ Users who outgrow one machine change one flag: ``--executor submitit --slurm-par
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, SimConfig
+from .config import SimConfig
+from .errors import ConfigError
 
 EXECUTORS = ("inprocess", "pool", "submitit")
 
@@ -44,7 +46,27 @@ class InProcess:
             yield run_unit([c.to_dict() for c in unit], **kw)
 
 
+def watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """In a pool worker: exit as soon as the parent is gone (killed outright, by SIGKILL or by a signal nothing
+    handles, so it could not stop its workers), so no orphan keeps computing and writing. A daemon thread polls the
+    parent pid."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(interval_s)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 class ProcessPool:
+    """Local worker processes (spawned, one torch thread each). They exit with their parent: a parent killed outright
+    (SIGKILL) is noticed by :func:`watch_parent`; a parent interrupted (Ctrl-C, SIGTERM through the sweep's handler,
+    an error) stops its workers itself, without waiting for the units in flight."""
+
     def __init__(self, workers: int):
         self.workers = max(1, workers)
 
@@ -52,15 +74,31 @@ class ProcessPool:
         import multiprocessing as mp
 
         kw = {**kw, "threads": 1}
-        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+        pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=watch_parent,
+                                      initargs=(os.getpid(),))
+        try:
             futures = [pool.submit(run_unit, [c.to_dict() for c in unit], **kw) for unit in units]
-            try:
-                for fut in cf.as_completed(futures):
-                    yield fut.result()
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+            for fut in cf.as_completed(futures):
+                yield fut.result()
+        except BaseException:  # also GeneratorExit: the caller stopped early
+            stop_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stop_workers(pool: cf.ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
+    """Terminate a pool's worker processes now and reap them (a unit cut short leaves at most a temporary file: its
+    chunk is written atomically, so it is simply computed again by the next run)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout_s)
 
 
 class Submitit:

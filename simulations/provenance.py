@@ -1,18 +1,19 @@
-"""What every result records about how it was made: code version, library versions, device; atomic writes."""
+"""What every result records about how it was made: code version, library versions, device.
+
+The atomic writes that used to live here are in :mod:`simulations.atomic` (re-exported for old imports)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported: their old home
+from .atomic import json_default as _json_default  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def code_version() -> str:
@@ -30,6 +31,35 @@ def code_version() -> str:
         return "sam-unlearning " + version("sam-unlearning")
     except Exception:  # noqa: BLE001 - not installed as a package
         return "unknown"
+
+
+NUMERICS_MODULES = ("model", "backends", "optim", "engine", "data", "unlearning", "config")
+
+
+def numerics_version() -> str:
+    """A 12-hex-digit hash of the simulator's numerical code (``simulations/{model,backends,optim,engine,data,
+    unlearning,config}.py``) as parsed, without docstrings: an edit that can change a number changes it, a comment,
+    docstring or formatting edit does not. Stored with every cached result; a result of other numerics is never
+    reused. Computed once per process (a worker computes it when it first writes)."""
+    global _NUMERICS
+    if _NUMERICS is None:
+        import ast
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in NUMERICS_MODULES:
+            tree = ast.parse((Path(__file__).parent / f"{name}.py").read_text())
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+            digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+        _NUMERICS = digest.hexdigest()[:12]
+    return _NUMERICS
+
+
+_NUMERICS: str | None = None
 
 
 def device_name(device: str = "cpu") -> str:
@@ -56,50 +86,13 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(device: str = "cpu") -> dict[str, Any]:
-    return {"code_version": code_version(), "libraries": library_versions(), "device": device_name(device),
-            "platform": platform.platform()}
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n").encode())
-
-
-def _json_default(x):
-    import numpy as np
-
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
+    return {"code_version": code_version(), "numerics_version": numerics_version(), "libraries": library_versions(),
+            "device": device_name(device), "platform": platform.platform()}
 
 
 def ensure_writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and prove it is writable, or raise ConfigError naming the folder."""
-    from .config import ConfigError
+    """Create ``path`` if needed and prove it is writable, or raise ConfigError naming the folder (kept here for
+    old imports; it lives in :mod:`simulations.runfolder`)."""
+    from .runfolder import ensure_writable_dir as ensure
 
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write to output folder {str(path)!r} ({exc.strerror}); choose another --out") from None
-    return path
+    return ensure(path)

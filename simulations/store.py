@@ -3,10 +3,19 @@
 A chunk holds many runs, so a sweep of 100,000 runs writes a few dozen files. Each chunk is written atomically,
 npz first and json last: a json file marks a complete chunk, and an interrupted sweep resumes from the chunks
 whose json exists. Runs are identified by the config hash, so a re-run skips cells already done.
+
+What a chunk's json holds: ``{"format": 2, "numerics_version", "npz_sha256", "rows_sha256", "rows"}``; every row
+carries the ``numerics_version`` (:func:`simulations.provenance.numerics_version`) of the code that computed it.
+A cell counts as done only when a row of the current numerics holds it and its chunk is intact (both checksums
+match): a chunk that is truncated, corrupt or not a chunk at all (either file) is recomputed, and a result of other
+numerics is never reused (its chunk stays on disk, unused; delete ``cache/`` to reclaim the space). A cell held by
+two intact chunks of the current numerics (recomputed to add its coefficients) is read from the one holding its
+coefficients (``kappa``, ``zeta_bar``, ``zeta`` in the npz).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -16,22 +25,54 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .config import FIELD_NAMES
 from .engine import RunResult
-from .provenance import atomic_write_bytes
+from .provenance import numerics_version
+
+CHUNK_FORMAT = 2
 
 METRIC_COLUMNS = ("test_error", "test_error_se", "train_loss", "train_error", "retain_acc", "forget_acc",
                   "forget_flip_acc", "signal_coef_max", "noise_coef_max", "diverged", "wall_s")
 EXTRA_COLUMNS = ("test_error_clean", "diverged_step", "pretrain_test_error", "pretrain_test_error_se",
                  "pretrain_test_error_clean", "pretrain_train_error", "pretrain_train_loss", "pretrain_retain_acc",
                  "pretrain_forget_acc", "pretrain_forget_flip_acc")
-CSV_COLUMNS = ("hash", *FIELD_NAMES, *METRIC_COLUMNS, *EXTRA_COLUMNS)
+CSV_COLUMNS = ("hash", *FIELD_NAMES, *METRIC_COLUMNS, *EXTRA_COLUMNS, "numerics_version")
+COEFFICIENT_KEYS = ("kappa", "zeta_bar", "zeta")  # in a chunk's npz when its sweep saved coefficients
 
 
 def result_row(result: RunResult) -> dict:
     row = {"hash": result.config.hash, **result.config.to_dict()}
     row.update(result.metrics)
+    row["numerics_version"] = numerics_version()
     return row
+
+
+def _rows_digest(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, default=_plain, sort_keys=True).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_chunk(path: Path) -> list[dict] | None:
+    """The rows of an intact chunk (its json and npz both match their checksums), else None."""
+    try:
+        data = json.loads(Path(path).read_text())
+        rows = data["rows"]
+        if data.get("format") != CHUNK_FORMAT or not isinstance(rows, list) \
+                or not all(isinstance(r, dict) and isinstance(r.get("hash"), str) for r in rows) \
+                or data.get("rows_sha256") != _rows_digest(rows) \
+                or data.get("npz_sha256") != _file_digest(Path(path).with_suffix(".npz")):
+            return None
+        return rows
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 class ResultStore:
@@ -39,24 +80,68 @@ class ResultStore:
         self.folder = Path(folder)
         self._rows: dict[str, dict] | None = None
         self._chunk_of: dict[str, str] = {}
+        self.corrupt: list[Path] = []  # chunks (json files) that failed their checks: recomputed, then removed
+        self.stale: set[str] = set()  # hashes cached only by other numerics
+        self._coefficients: dict[str, bool] = {}  # chunk stem -> its npz holds the coefficients
 
     # ------------------------------------------------------------------ reading
     def _load(self) -> dict[str, dict]:
         if self._rows is None:
             self._rows = {}
+            current = numerics_version()
+            self.corrupt, self.stale = [], set()
             if self.folder.exists():
                 for path in sorted(self.folder.glob("chunk-*.json")):
-                    try:
-                        rows = json.loads(path.read_text())
-                    except (OSError, json.JSONDecodeError):
-                        continue  # a damaged chunk is redone, never trusted
+                    rows = read_chunk(path)
+                    if rows is None:
+                        self.corrupt.append(path)  # a damaged chunk is redone, never trusted
+                        continue
                     for row in rows:
-                        self._rows[row["hash"]] = row
-                        self._chunk_of[row["hash"]] = path.stem
+                        h = row["hash"]
+                        fresh = row.get("numerics_version") == current
+                        if not fresh:
+                            self.stale.add(h)
+                        held = self._rows.get(h)
+                        if held is None or held.get("numerics_version") != current or (
+                                fresh and self._has_coefficients(path.stem)
+                                and not self._has_coefficients(self._chunk_of[h])):
+                            self._rows[h] = row
+                            self._chunk_of[h] = path.stem
+                self.stale -= {h for h, r in self._rows.items() if r.get("numerics_version") == current}
         return self._rows
 
     def done(self) -> set[str]:
-        return set(self._load())
+        """Hashes of the cells cached by the current numerics."""
+        current = numerics_version()
+        return {h for h, r in self._load().items() if r.get("numerics_version") == current}
+
+    def _has_coefficients(self, stem: str) -> bool:
+        if stem not in self._coefficients:
+            try:
+                with np.load(self.folder / f"{stem}.npz") as z:
+                    self._coefficients[stem] = all(k in z.files for k in COEFFICIENT_KEYS)
+            except (OSError, ValueError):
+                self._coefficients[stem] = False
+        return self._coefficients[stem]
+
+    def without_coefficients(self, hashes: Iterable[str]) -> set[str]:
+        """The cached cells of ``hashes`` whose chunk holds no coefficient trajectories (a sweep run without
+        ``save_coefficients``)."""
+        self._load()
+        return {h for h in hashes if h in self._chunk_of and not self._has_coefficients(self._chunk_of[h])}
+
+    def remove_corrupt(self) -> list[Path]:
+        """Delete the chunks that failed their checks (both files); returns the json paths removed."""
+        removed = []
+        for path in self.corrupt:
+            for target in (path, path.with_suffix(".npz")):
+                try:
+                    target.unlink()
+                except FileNotFoundError:
+                    pass
+            removed.append(path)
+        self.corrupt = []
+        return removed
 
     def row(self, config_hash: str) -> dict | None:
         return self._load().get(config_hash)
@@ -109,9 +194,12 @@ class ResultStore:
             arrays[key + "__length"] = np.array([v.shape[0] for v in values])
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # float trajectories barely compress; zlib would cost more than the runs
-        atomic_write_bytes(self.folder / f"{stem}.npz", buf.getvalue())
+        blob = buf.getvalue()
+        atomic_write_bytes(self.folder / f"{stem}.npz", blob)
         rows = [result_row(r) for r in results]
-        atomic_write_bytes(self.folder / f"{stem}.json", json.dumps(rows, default=_plain).encode())
+        chunk = {"format": CHUNK_FORMAT, "numerics_version": numerics_version(),
+                 "npz_sha256": hashlib.sha256(blob).hexdigest(), "rows_sha256": _rows_digest(rows), "rows": rows}
+        atomic_write_bytes(self.folder / f"{stem}.json", json.dumps(chunk, default=_plain).encode())
         if self._rows is not None:
             self.add_rows(rows, stem)
         return rows
@@ -151,8 +239,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    for tmp in Path(folder).glob(".*.tmp"):
+    """Remove what writers cut short left behind (call only while no writer can be at work in ``folder``): the
+    temporaries of atomic writes, and a chunk's npz whose json (written last) never came."""
+    folder = Path(folder)
+    orphans = [p for p in folder.glob("chunk-*.npz") if not p.with_suffix(".json").exists()]
+    leftovers = [*folder.glob(".*.tmp"), *orphans]
+    for path in leftovers:
         try:
-            os.unlink(tmp)
+            os.unlink(path)
         except OSError:
             pass

@@ -52,7 +52,7 @@ BAD_SWEEPS = {
     "alpha below 0": (["--grid", "alpha=0.5,-0.1"], ("alpha",)),
     "adaptive SAM on the gram backend": (["--set", "sam_adaptive=true"], ("sam_adaptive", "backend=weights")),
     "tiny memory budget": (["--max-memory-gb", "0.0001"], ("--max-memory-gb",)),
-    "huge grid": (["--grid", "seed=0:99999:1", "--grid", "d=100:100000:1"], ("runs", "split")),
+    "huge grid": (["--grid", "seed=0:99999:1", "--grid", "lr=0.001:100:0.001"], ("runs", "split")),
     "bad value type": (["--set", "n=ten"], ("n", "int")),
     "bad range": (["--grid", "d=100:10"], ("d",)),
 }

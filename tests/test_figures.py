@@ -19,6 +19,8 @@ def tiny_sweeps(monkeypatch):
     sweeps = copy.deepcopy(defaults.SWEEPS)
     for spec in sweeps.values():
         spec["base"] = {**spec["base"], "steps": 40, "unlearn_steps": 10, "n_test": 200}
+        if spec["base"].get("sam_steps"):
+            spec["base"]["sam_steps"] = 10
         spec["grid"] = {k: (TINY_AXES[k] if k in TINY_AXES else v) for k, v in spec["grid"].items()}
     monkeypatch.setattr(defaults, "SWEEPS", sweeps)
     import figures.__main__ as cli

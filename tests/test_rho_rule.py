@@ -81,3 +81,27 @@ def test_rho_rule_validation_and_parsing():
         tiny(rho=-1.0, rho_rule="chen")
     assert parse_assignments(["rho_rule=chen"]) == {"rho_rule": "chen"}
     assert tiny(rho_rule="chen").hash != tiny().hash
+
+
+def test_sam_steps_runs_sam_early_then_the_base_step():
+    """sam_steps = k: the first k pretraining steps are SAM steps (the trajectory equals full SAM's up to step k),
+    the later ones plain GD steps (after k it leaves full SAM's trajectory); k = steps is full SAM exactly."""
+    import numpy as np
+    import pytest
+
+    from simulations.config import ConfigError, SimConfig
+    from simulations.engine import simulate
+
+    base = SimConfig(d=300, signal_strength=1.5, optimizer="sam", rho=0.3, lr=0.5, steps=20, n_test=200,
+                     log_points=21)
+    early, full, last = simulate([base.replace(sam_steps=8), base, base.replace(sam_steps=20)])
+    steps = early.trajectory["step"]
+    upto = steps <= 8  # the state logged at step t is the one after t steps
+    for key in ("train_loss", "signal_coef_max", "noise_coef_max"):
+        np.testing.assert_array_equal(early.trajectory[key][upto], full.trajectory[key][upto])
+        assert not np.allclose(early.trajectory[key][~upto], full.trajectory[key][~upto]), key
+        np.testing.assert_array_equal(last.trajectory[key], full.trajectory[key])
+    with pytest.raises(ConfigError, match="sam_steps=30 exceeds steps=20"):
+        base.replace(sam_steps=30)
+    with pytest.raises(ConfigError, match="sam_steps"):
+        base.replace(sam_steps=-1)

@@ -49,7 +49,7 @@ def test_results_csv_has_one_complete_row_per_cell(tmp_path):
     for row, res in zip(rows, direct):
         assert float(row["test_error"]) == pytest.approx(res.metrics["test_error"], abs=1e-12)
         assert float(row["train_loss"]) == pytest.approx(res.metrics["train_loss"], rel=1e-9)
-    sizes = [len(json.loads(p.read_text())) for p in _chunks(tmp_path)]  # units of at most 3 compatible runs
+    sizes = [len(json.loads(p.read_text())["rows"]) for p in _chunks(tmp_path)]  # units of at most 3 compatible runs
     assert sum(sizes) == 8 and max(sizes) <= 3 and len(sizes) == 4  # gd and sam are separate batches of 4
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["runs"] == 8 and "provenance" in manifest
@@ -62,7 +62,7 @@ def test_rerun_is_cached_and_a_deleted_chunk_is_recomputed(tmp_path):
     assert again["computed"] == 0 and again["skipped"] == 8
     assert _rows(tmp_path / "results.csv") == first
     victim = _chunks(tmp_path)[0]
-    lost = {row["hash"] for row in json.loads(victim.read_text())}
+    lost = {row["hash"] for row in json.loads(victim.read_text())["rows"]}
     victim.unlink()
     third = run_sweep(BASE, GRID, tmp_path, chunk_runs=3)
     assert third["computed"] == len(lost) > 0

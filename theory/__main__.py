@@ -97,8 +97,10 @@ def _controls(as_json: bool, rules: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m theory", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from simulations.arguments import OneLineParser, positive_int
+
+    parser = OneLineParser(prog="python -m theory", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("check", "run the symbolic checks"), ("statements", "list the statements")):
         sub.add_parser(name, help=help_text).add_argument("--json", action="store_true", help="print JSON")
@@ -108,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("--out", default="results/validation", help="output folder (sweeps cached in OUT/sweeps)")
     val.add_argument("--only", action="append", help="run only these predictions (2..11; repeatable)")
     val.add_argument("--executor", default="inprocess", choices=["inprocess", "pool"])
-    val.add_argument("--workers", type=int, default=2)
+    val.add_argument("--workers", type=positive_int, default=2)
+    val.add_argument("--force", action="store_true",
+                     help="take over an --out folder holding a validation of another preset")
     mut = sub.add_parser("mutations", help="apply deliberately wrong statements; every one must fail a check")
     mut.add_argument("--json", action="store_true", help="print JSON")
     mut.add_argument("--all-checks", action="store_true", help="run every check, not only those reading the statement")
@@ -140,17 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         from pathlib import Path
 
-        from simulations.config import ConfigError
-        from simulations.provenance import ensure_writable_dir
+        from simulations.errors import ConfigError
+        from simulations.runfolder import RunFolder
 
         from .validation import PRESETS, TINY, validate
 
         preset = TINY if args.preset == "tiny" else PRESETS[args.preset]
-        try:
-            ensure_writable_dir(Path(args.out))
-            table = validate(preset, args.out, only=args.only, executor=args.executor, workers=args.workers)
+        try:  # the run-folder contract (simulations.runfolder): one writer, a folder of one preset
+            with RunFolder(Path(args.out), "validation", {"preset": args.preset}, force=args.force,
+                           outputs=("validation.csv", "validation.md")) as folder:
+                folder.begin()
+                table = validate(preset, args.out, only=args.only, executor=args.executor, workers=args.workers)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
             return 2
 
         print(Path(args.out, "validation.md").read_text())

@@ -13,11 +13,18 @@ each with a bootstrap CI over seeds (:func:`theory.calibration.bootstrap_fit`).
 The ||mu|| grid is found per axis value in two stages: a coarse geometric grid around the (C) form
 ``c0 (d/100)^{1/4} (n/20)^{-1/4}`` on a few seeds locates the crossing, then a fine geometric grid around that
 crossing runs on every seed; only the fine stage enters the fits, and an axis value whose fine grid does not bracket
-the crossing is left out (counted). The theorems speak only of interpolating networks (spec §6 premise): runs with
-train error > 0 (or non-finite metrics) are excluded from the boundary and counted in ``cells_excluded``.
+the crossing is left out (``bracketed`` in boundaries.csv; ``points_used`` counts what a window kept). The theorems
+speak only of interpolating networks (spec §6 premise): runs with train error > 0 (or non-finite metrics) are
+excluded from the boundary and counted in ``cells_excluded``.
 
-    python -m theory.widening --out results/widening --preset full      # the real one (minutes on 2 cores)
+    python -m theory.widening --out results/widening --preset full --executor pool          # ~100 s on 2 cores
+    python -m theory.widening --out results/widening_sigma0 --preset full_sigma0 --executor pool   # sigma_0 ~ 1/sqrt(d)
     python -m theory.widening --out /tmp/w --preset small                # seconds: for tests
+
+``full``: d = 100, 200, ..., 102400 at n = 20 and n = 10, 20, ..., 640 at d = 102400; GD, lr 0.5, 200 steps,
+sigma_0 = 0.01; 12 seeds. ``full_sigma0``: the same with sigma_0 = 0.01 sqrt(100/d), so the initial noise
+pre-activations sigma_0 sigma_p sqrt(d) stay at 0.1 instead of growing to 3.2 (docs/slope-windows.md: this is what
+brings the slopes to +-1/4).
 
 Writes ``OUT/slopes.csv`` (``axis, window, window_lo, window_hi, slope, ci_low, ci_high, points_used,
 cells_excluded, theory``), ``OUT/boundaries.csv`` (per axis value: the boundary, the fine grid, runs and runs
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .calibration import boundary_from_grid, bootstrap_fit
+from .calibration import bootstrap_fit, boundary_from_grid
 
 AXES = ("d", "n")
 THEORY_SLOPE = {"d": 0.25, "n": -0.25}
@@ -62,6 +70,8 @@ class WideningPreset:
     sliding_points: dict[str, int] = field(default_factory=lambda: {"d": 5, "n": 4})
     min_points: int = 3          # a window needs at least this many grid values
     n_boot: int = 200
+    sigma_0_ref_d: int | None = None  # set: sigma_0 = base sigma_0 * sqrt(ref_d / d) (sigma_0 sigma_p sqrt d fixed)
+    axes: tuple[str, ...] = AXES
 
 
 def _geom(lo: float, hi: float, count: int) -> list[float]:
@@ -76,6 +86,12 @@ PRESETS: dict[str, WideningPreset] = {
         "full", base=_BASE, ds=[100 * 2**k for k in range(11)], ns=[10 * 2**k for k in range(7)], n_axis_d=102400,
         seeds=list(range(12)), locate_seeds=[0, 1, 2], locate_ratios=_geom(0.35, 2.8, 13),
         fine_ratios=_geom(0.8, 1.25, 11)),
+    # the same with sigma_0 sigma_p sqrt(d) held at its d = 100 value (0.1): the initial noise pre-activations do not
+    # grow with d (at d = 102400 the fixed sigma_0 = 0.01 gives 3.2), as the theory's small initialisation asks
+    "full_sigma0": WideningPreset(
+        "full_sigma0", base=_BASE, ds=[100 * 2**k for k in range(11)], ns=[10 * 2**k for k in range(7)],
+        n_axis_d=102400, seeds=list(range(12)), locate_seeds=[0, 1, 2], locate_ratios=_geom(0.35, 2.8, 13),
+        fine_ratios=_geom(0.8, 1.25, 11), sigma_0_ref_d=100),
     "small": WideningPreset(
         "small", base={**_BASE, "n_test": 1000, "steps": 100}, ds=[100, 400, 1600, 6400], ns=[10, 20, 40],
         n_axis_d=6400, seeds=[0, 1, 2, 3], locate_seeds=[0, 1], locate_ratios=_geom(0.4, 2.5, 7),
@@ -169,11 +185,21 @@ def _axis_cells(preset: WideningPreset, axis: str) -> list[tuple[int, int]]:
     return [(d, n0) for d in preset.ds] if axis == "d" else [(preset.n_axis_d, n) for n in preset.ns]
 
 
+def sigma_0_of(preset: WideningPreset, d: int) -> float:
+    """The initial filter scale at dimension d: the base's, or scaled as 1/sqrt(d) from ``sigma_0_ref_d``."""
+    s0 = float(preset.base.get("sigma_0", 0.01))
+    return s0 if preset.sigma_0_ref_d is None else s0 * math.sqrt(preset.sigma_0_ref_d / d)
+
+
 def _sweep(preset: WideningPreset, axis: str, points: list[tuple[int, int, float]], seeds: list[int], out: Path,
            stage: str, executor: str, workers: int) -> pd.DataFrame:
     from simulations.sweep import run_sweep
 
-    grid = {"d+n+signal_strength": [(d, n, round(s, 6)) for d, n, s in points], "seed": list(seeds)}
+    if preset.sigma_0_ref_d is None:
+        grid = {"d+n+signal_strength": [(d, n, round(s, 6)) for d, n, s in points], "seed": list(seeds)}
+    else:
+        grid = {"d+n+signal_strength+sigma_0": [(d, n, round(s, 6), sigma_0_of(preset, d)) for d, n, s in points],
+                "seed": list(seeds)}
     summary = run_sweep(dict(preset.base), grid, out / "sweeps" / f"{axis}-{stage}", executor=executor,
                         workers=workers, cache=out / "cache", progress=False)
     return pd.read_csv(summary["results"])
@@ -204,7 +230,7 @@ def run_widening(preset: str | WideningPreset = "full", out: str | Path = "resul
     p = float(pre.base.get("label_flip", 0.1))
     threshold = p + pre.delta
     slopes, bounds, timings = [], [], {}
-    for axis in AXES:
+    for axis in pre.axes:
         t0 = time.perf_counter()
         cells = _axis_cells(pre, axis)
         coarse_pts = [(d, n, _guess(pre, d, n) * r) for d, n in cells for r in pre.locate_ratios]
@@ -235,8 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS))
     parser.add_argument("--executor", default="inprocess", choices=("inprocess", "pool"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of an inprocess run (1: on a shared 2-core machine more threads thrash)")
     parser.add_argument("--no-figure", action="store_true")
     args = parser.parse_args(argv)
+    if args.executor == "inprocess" and args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     res = run_widening(args.preset, args.out, executor=args.executor, workers=args.workers,
                        figure=not args.no_figure)
     with pd.option_context("display.width", 160, "display.max_rows", 200):

@@ -701,6 +701,8 @@ def to_markdown(table: pd.DataFrame, pre: ValidationPreset, settings: dict, wall
               "as many distinct resamples as replicates; it *agrees* if the CI meets the band around the predicted "
               "value, *disagrees* if the whole CI lies outside it.",
               "* Every rule is run on tables built to satisfy it and to violate it by `python -m theory controls`.",
+              "* Whether the GD slopes approach +1/4 in d and -1/4 in n as the ranges grow (d up to 102400, n up to "
+              "640): `python -m theory.widening`, reported in docs/slope-windows.md.",
               "* A *disagrees* is a finding about these settings, not a failure of the code; *read-out* rows report "
               "numbers without a claim.", "",
               "## Settings", "", f"Base: `{pre.base}`", ""]

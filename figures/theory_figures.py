@@ -41,9 +41,14 @@ def _boundaries(df, along: str, column: str = "pre_test_error"):
 
 
 def _log_ticks(ax) -> None:
-    for axis in (ax.xaxis, ax.yaxis):
+    """Plain-number tick labels on the log axes of ``ax``, with labelled 2x and 5x ticks so that an axis spanning
+    less than a decade still has labels."""
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale != "log":
+            continue
         axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_minor_locator(matplotlib.ticker.LogLocator(base=10, subs=(2.0, 5.0)))
+        axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
 
 
 @register("theory_heatmap_boundaries", "theory_heat_d",

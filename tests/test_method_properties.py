@@ -16,7 +16,7 @@ from _helpers import tiny
 from simulations.config import FIELD_NAMES, SimConfig
 from simulations.engine import GroupRun, simulate
 from simulations.unlearning import METHODS
-from theory.calibration import bootstrap_statistic, noise_change, signal_rate
+from theory.calibration import bootstrap_statistic, signal_rate
 
 
 def _spy(cfg):
@@ -159,10 +159,8 @@ def test_bootstrap_interval_is_a_95_percent_interval():
     assert half / se == pytest.approx(1.96, rel=0.06)
 
 
-def test_signal_rate_and_noise_change_have_the_right_sign_and_scale():
-    traj = {"step": np.array([0.0, 10.0, 20.0, 30.0]), "signal_coef_max": np.array([1.0, 3.0, 4.0, 4.5]),
-            "noise_coef_max_forget": np.array([0.5, 0.7, 0.2, 0.1]), "noise_coef_max_retain": np.array([0, 1, 2, 3.0])}
+def test_signal_rate_has_the_right_sign_and_scale():
+    traj = {"step": np.array([0.0, 10.0, 20.0, 30.0]), "signal_coef_max": np.array([1.0, 3.0, 4.0, 3.5])}
     assert signal_rate(traj, 0.0) == pytest.approx(0.2)  # (3 - 1) / 10, growth is positive
     assert signal_rate(traj, 10.0) == pytest.approx(0.1)
-    assert noise_change(traj, 10.0, "forget") == pytest.approx(-0.6)  # 0.1 - 0.7, a fall is negative
-    assert noise_change(traj, 0.0, "retain") == pytest.approx(3.0)
+    assert signal_rate(traj, 20.0) == pytest.approx(-0.05)  # a fall is negative

@@ -165,28 +165,3 @@ def test_validate_reuses_cache(tiny_run):
     assert (table["prediction"] == "3").any()  # not selected: still a filled row
     assert table.loc[table["prediction"] == "3", "verdict"].item() == "inconclusive"
     assert before.splitlines()[1] == (tiny_run / "validation.csv").read_text().splitlines()[1]
-
-
-def test_bootstrap_constants_recover_known_constants():
-    """An error surface p + 0.4 exp(-n mu^4 / (K d P^4)) crosses p + delta exactly at C = K ln(0.4 / delta)."""
-    import numpy as np
-    import pandas as pd
-
-    from theory.calibration import bootstrap_constants
-
-    p, K, n, P = 0.1, 0.05, 20, 2
-    rng = np.random.default_rng(0)
-    rows = []
-    for seed in range(4):
-        for d in (100, 200, 400, 800, 1600):
-            for s in np.arange(0.05, 8.0, 0.01):
-                err = p + 0.4 * np.exp(-n * s**4 / (K * d * P**4)) + rng.normal(0, 0.002)
-                rows.append({"seed": seed, "d": d, "signal_strength": s, "optimizer": "gd", "test_error": err})
-                rows.append({"seed": seed, "d": d, "signal_strength": s, "optimizer": "sam",
-                             "test_error": p + 0.4 * (s < 1.3) + rng.normal(0, 0.002)})
-    consts = bootstrap_constants(pd.DataFrame(rows), {"C1": ("gd", p + 0.05), "C3": ("gd", p + 0.1),
-                                                      "C_sam": ("sam", p + 0.05)}, n=n, P=P, n_boot=20)
-    assert consts["C1"]["value"] == pytest.approx(K * np.log(8), rel=0.05)
-    assert consts["C3"]["value"] == pytest.approx(K * np.log(4), rel=0.05)
-    assert consts["C_sam"]["value"] == pytest.approx(1.3, abs=0.02)
-    assert consts["C1"]["ci_low"] <= consts["C1"]["value"] <= consts["C1"]["ci_high"]

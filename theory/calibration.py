@@ -4,6 +4,8 @@
     fit_power_law(ds, boundaries)                  # (exponent, prefactor) by least squares on log-log axes
     bootstrap_fit(df, threshold=0.15)              # exponent with a 95% CI, resampling seeds
     calibrate_sgd_constant(boundaries, d, n, P, sigma_p)   # C1 of ||mu||* = (C1 d P^4 sigma_p^4 / n)^(1/4)
+    interpolated(df); gate_cells(df, cell, ok)    # the premise gate: runs that fitted every sample, whole cells
+    bootstrap_statistic(df, statistic)            # any statistic of a seed-level table with a 95% CI over seeds
 
 Everything takes plain pandas/numpy input, so it works on a sweep's ``results.csv`` and on synthetic tables alike.
 """
@@ -120,44 +122,6 @@ def calibrate_sam_constant(boundaries) -> float:
     return float(np.median(b)) if b.size else float("nan")
 
 
-def bootstrap_constants(df: pd.DataFrame, thresholds: dict[str, float], along: str = "d", n: int = 20,
-                        P: int = 2, sigma_p: float = 1.0, y: str = "test_error", optimizer_col: str = "optimizer",
-                        n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
-    """The unknown constants from where the seed-mean error crosses a threshold, with a bootstrap over seeds.
-
-    ``thresholds`` maps names to (optimizer, threshold) pairs, e.g. ``{"C1": ("gd", p + delta), "C3": ("gd",
-    p + 0.1), "C_sam": ("sam", p + delta)}``: ``C1``/``C3`` come from the (C) SGD form (the benign and the harmful
-    boundary), ``C_sam`` from the SAM boundary. Returns per name ``value`` (full data), ``ci_low``, ``ci_high``."""
-    def estimate(frame) -> dict[str, float]:
-        out = {}
-        for name, (opt, thr) in thresholds.items():
-            b = boundary_from_grid(frame[frame[optimizer_col] == opt], by=(along,), threshold=thr, y=y)
-            if name == "C_sam":
-                out[name] = calibrate_sam_constant(b["boundary"])
-            else:
-                d = b[along].to_numpy(float) if along == "d" else np.full(len(b), float(n))
-                nn = b[along].to_numpy(float) if along == "n" else np.full(len(b), float(n))
-                out[name] = calibrate_sgd_constant(b["boundary"], d, nn, P, sigma_p)
-        return out
-
-    full = estimate(df)
-    seeds = np.unique(df["seed"].to_numpy())
-    by_seed = {s: df[df["seed"] == s] for s in seeds}
-    rng = np.random.default_rng(seed)
-    draws = {name: [] for name in thresholds}
-    for _ in range(n_boot):
-        sample = pd.concat([by_seed[s] for s in rng.choice(seeds, size=seeds.size, replace=True)], ignore_index=True)
-        for name, value in estimate(sample).items():
-            if np.isfinite(value):
-                draws[name].append(value)
-    tail = (1 - level) / 2 * 100
-    result = {}
-    for name, values in draws.items():
-        lo, hi = np.percentile(values, [tail, 100 - tail]) if values else (np.nan, np.nan)
-        result[name] = {"value": full[name], "ci_low": float(lo), "ci_high": float(hi), "n_valid": len(values)}
-    return result
-
-
 def linear_fit_r2(xs, ys) -> tuple[float, float, float]:
     """Ordinary least squares ``y = slope x + intercept`` → ``(slope, intercept, R^2)`` (NaNs if < 3 points)."""
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
@@ -181,14 +145,6 @@ def signal_rate(traj: dict, start_step: float) -> float:
     nxt = min(start + 1, len(traj["step"]) - 1)
     dt = traj["step"][nxt] - traj["step"][start]
     return float((traj["signal_coef_max"][nxt] - traj["signal_coef_max"][start]) / dt) if dt > 0 else float("nan")
-
-
-def noise_change(traj: dict, start_step: float, side: str) -> float:
-    """Change of the max noise coefficient of the ``side`` ('forget' or 'retain') samples from ``start_step``
-    (e.g. the start of unlearning) to the end of the run."""
-    start = int(np.argmin(np.abs(traj["step"] - start_step)))
-    series = traj[f"noise_coef_max_{side}"]
-    return float(series[-1] - series[start])
 
 
 # ---------------------------------------------------------------------- premise gate and seed bootstrap

@@ -1,7 +1,10 @@
-"""Command line: ``python -m simulations run|sweep|presets``.
+"""Command line: ``python -m simulations run|sweep|presets|fields``.
 
     python -m simulations run --preset smoke --set signal_strength=2 --out results/one
     python -m simulations sweep --preset smoke --grid d=100,200,400 --grid signal_strength=0.5:4:0.5 --out DIR
+    python -m simulations sweep --preset smoke --print-config      # the resolved base and grid; nothing is run
+    python -m simulations fields                                   # every --set field: type, default, meaning
+    python -m simulations --version
 """
 
 from __future__ import annotations
@@ -21,10 +24,26 @@ from .errors import ConfigError
 from .executors import EXECUTORS
 
 
+def _fields_table() -> str:
+    from .config import FIELD_TYPES, SimConfig
+    from .fields import describe_fields
+
+    return describe_fields(SimConfig().to_dict(), FIELD_TYPES)
+
+
+def version_text() -> str:
+    from .provenance import code_version, numerics_version
+
+    return f"sam-unlearning {code_version()} (numerics {numerics_version()})"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (the fields, their defaults and meanings are listed below)")
+    p.add_argument("--out", type=Path, help="output folder (required unless --print-config)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (and grid) and exit; nothing is run or written")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--max-memory-gb", type=positive_float, default=None, help="memory budget (default: half of free)")
     p.add_argument("--force", action="store_true",
@@ -34,10 +53,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m simulations", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="one configuration → DIR/result.json and DIR/trajectory.npz")
+    fields_epilog = "config fields (--set KEY=VALUE):\n" + _fields_table()
+    run = sub.add_parser("run", help="one configuration → DIR/result.json and DIR/trajectory.npz",
+                         epilog=fields_epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run)
-    sweep = sub.add_parser("sweep", help="a grid of configurations → DIR/results.csv (cached, resumable)")
+    sweep = sub.add_parser("sweep", help="a grid of configurations → DIR/results.csv (cached, resumable)",
+                           epilog=fields_epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2|KEY=START:STOP:STEP",
                        help="a grid axis; replaces the preset's axis of the same key")
@@ -51,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--save-coefficients", action="store_true",
                        help="store full kappa/zeta trajectories per run (large), not only their summaries")
     sub.add_parser("presets", help="list the presets")
+    sub.add_parser("fields", help="list every config field with its type, default and meaning")
     return parser
 
 
@@ -62,6 +86,10 @@ def cmd_run(args) -> int:
     from .sweep import available_memory
 
     cfg = preset(args.preset).config(parse_assignments(args.set))
+    if args.print_config:
+        print(json.dumps({"preset": args.preset, "hash": cfg.hash, "config": cfg.to_dict()}, indent=2))
+        return 0
+    _require_out(args)
     check_device(args.device)
     budget = args.max_memory_gb * 2**30 if args.max_memory_gb else 0.5 * available_memory()
     if (need := bytes_per_config(cfg, cfg.backend)) > budget:
@@ -86,6 +114,11 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _require_out(args) -> None:
+    if args.out is None:
+        raise ConfigError(f"{args.command} needs --out DIR (or --print-config to only show the configuration)")
+
+
 def cmd_sweep(args) -> int:
     from .sweep import compose_grid, grid_size, run_sweep
 
@@ -99,6 +132,15 @@ def cmd_sweep(args) -> int:
         options["cluster"] = args.cluster
     if args.slurm_partition:
         options["slurm_partition"] = args.slurm_partition
+    if args.print_config:
+        from .config import SimConfig
+
+        SimConfig().replace(**{k: v for k, v in base.items()})  # the base alone must be a valid configuration
+        print(json.dumps({"preset": args.preset, "runs": grid_size(grid), "base": base,
+                          "grid": {k: [list(x) if isinstance(x, tuple) else x for x in v] for k, v in grid.items()}},
+                         indent=2))
+        return 0
+    _require_out(args)
     print(f"sweep: {grid_size(grid):,} runs over {', '.join(f'{k}[{len(v)}]' for k, v in grid.items()) or 'base'}",
           file=sys.stderr)
     summary = run_sweep(base, grid, args.out, executor=args.executor, workers=args.workers, device=args.device,
@@ -112,6 +154,9 @@ def cmd_sweep(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "fields":
+            print(_fields_table())
+            return 0
         if args.command == "presets":
             for p in PRESETS.values():
                 print(f"{p.name:8s} {p.description}\n         base {p.base}\n         grid "
@@ -121,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped (e.g. head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a file that cannot be read or written: one line naming it
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -239,7 +239,10 @@ def parse_value(name: str, text: str, field_types: dict[str, type] | None = None
     for unknown fields and malformed values."""
     field_types = FIELD_TYPES if field_types is None else field_types
     if name not in field_types:
-        raise ConfigError(f"unknown option {name!r}; known options: {', '.join(field_types)}")
+        from .fields import suggest
+
+        raise ConfigError(f"unknown option {name!r}{suggest(name, field_types)}; known options: "
+                          f"{', '.join(field_types)}")
     typ = field_types[name]
     try:
         if typ is bool:
@@ -272,7 +275,9 @@ def coerce_values(values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in values.items():
         if k not in FIELD_TYPES:
-            raise ConfigError(f"unknown option {k!r}; known options: {', '.join(FIELD_NAMES)}")
+            from .fields import suggest
+
+            raise ConfigError(f"unknown option {k!r}{suggest(k, FIELD_NAMES)}; known options: {', '.join(FIELD_NAMES)}")
         out[k] = parse_value(k, v) if isinstance(v, str) and FIELD_TYPES[k] is not str else v
         if FIELD_TYPES[k] is float and isinstance(out[k], int) and not isinstance(out[k], bool):
             out[k] = float(out[k])
@@ -309,7 +314,10 @@ def parse_grid_axis(item: str) -> tuple[str, list[Any]]:
             raise ConfigError(f"--grid {item!r}: no values")
         return "+".join(names), values
     if key not in FIELD_TYPES:
-        raise ConfigError(f"unknown grid key {key!r}; known options: {', '.join(FIELD_NAMES)}")
+        from .fields import suggest
+
+        raise ConfigError(f"unknown grid key {key!r}{suggest(key, FIELD_NAMES)}; known options: "
+                          f"{', '.join(FIELD_NAMES)}")
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:

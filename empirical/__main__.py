@@ -20,7 +20,6 @@ from simulations.errors import ConfigError
 from .config import PRESETS, make_config, parse_overrides
 from .metrics import MIA_FEATURES
 
-
 FORCE_HELP = "take over an --out folder holding a run of other settings (its outputs are removed)"
 
 
@@ -58,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="redo the stages whose settings changed")
     pr.add_argument("--stages", default="all", choices=("all", "train"),
                     help="train: only the pretraining runs, the forget sets and the retrain references")
+    pr.add_argument("--cluster", default=None, choices=("slurm", "local", "debug"),
+                    help="run the stages as submitit job arrays (empirical/cluster.py); default: in this process")
+    pr.add_argument("--workers", type=positive_int, default=2, help="--cluster local: jobs at a time")
+    pr.add_argument("--cluster-folder", type=Path, default=None, help="submitit's logs (default OUT/submitit)")
+    pr.add_argument("--slurm-partition", default=None)
+    pr.add_argument("--timeout-min", type=positive_int, default=240, help="per job")
     me = sub.add_parser("memorization", help="estimate memorization scores by subset training (spec §1)")
     me.add_argument("--preset", default="smoke", help=f"training recipe of each model: one of {', '.join(PRESETS)}")
     me.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
@@ -78,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="odd grid size (25 in the paper); 0: skip")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ev.add_argument("--data-root", default="", help="CIFAR folder or archive (default: the runs' own)")
+    rp = sub.add_parser("report", help="the paper-shaped table, claims and figures of a protocol folder")
+    rp.add_argument("--protocol", required=True, type=Path, help="a finished protocol folder")
+    rp.add_argument("--out", required=True, type=Path, help="e.g. docs/results/cpu")
+    rp.add_argument("--no-figures", action="store_true")
     dl = sub.add_parser("download", help="download and verify the standard CIFAR python archive")
     dl.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"))
     dl.add_argument("--dest", required=True, type=Path)
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from .trainer import TrainingDiverged
 
     handlers = {"download": _download, "unlearn": _unlearn, "evaluate": _evaluate, "memorization": _memorization,
-                "protocol": _protocol, "pretrain": _train, "retrain": _train}
+                "protocol": _protocol, "pretrain": _train, "retrain": _train, "report": _report}
     try:
         return handlers[args.command](args)
     except (ConfigError, TrainingDiverged) as exc:  # every bad input: one line, exit status 2
@@ -126,15 +135,41 @@ def _train(args) -> int:
 
 
 def _protocol(args) -> int:
-    from .protocol import run_protocol, summary_lines
+    from .protocol import make_plan, run_protocol, summary_lines
     from .unlearn import scoped_overrides
 
-    summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods, args.unlearn_optimizers,
-                           _with_data_root(parse_overrides(args.set), args), scoped_overrides(args.unlearn_set),
-                           force=args.force, stages=args.stages)
+    if args.cluster:
+        from .cluster import run_on_cluster
+
+        plan = make_plan(args.out, args.preset, args.pretrain, args.forget, args.methods, args.unlearn_optimizers,
+                         _with_data_root(parse_overrides(args.set), args), scoped_overrides(args.unlearn_set),
+                         force=args.force)
+        options = {"timeout_min": args.timeout_min,
+                   **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {})}
+        with plan.folder():
+            result = run_on_cluster(plan, args.cluster, args.cluster_folder or args.out / "submitit", args.workers,
+                                    options, threads=1 if args.cluster == "local" else None)
+        if args.cluster == "slurm":
+            print(f"submitted {sum(len(w) for w in result['submitted'])} jobs in {len(result['submitted'])} "
+                  f"dependent waves; logs in {result['folder']}")
+            return 0
+        summary = result
+    else:
+        summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods,
+                               args.unlearn_optimizers, _with_data_root(parse_overrides(args.set), args),
+                               scoped_overrides(args.unlearn_set), force=args.force, stages=args.stages)
     for line in summary_lines(summary):
         print(line)
     print(f"wrote {args.out / 'summary.json'} and summary.csv")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    report = write_report(args.protocol, args.out, figures=not args.no_figures)
+    print(f"{report['label']}: {len(report['rows'])} unlearning runs; wrote {args.out / 'summary.md'}, summary.json, "
+          f"summary.csv" + (", figures" if report.get("figures") else ""))
     return 0
 
 

@@ -76,7 +76,8 @@ class TrainConfig:
     split_file: str = ""  # a split.npz of an earlier run: reuse its train/val/forget/retain indices exactly
     forget_seed: int = 0
     device: str = "auto"
-    bf16: bool = True  # autocast on CUDA only
+    bf16: bool = True  # autocast on CUDA only, SGD steps (evaluation is always fp32)
+    sam_bf16: bool = False  # SAM/ASAM steps in bf16 too (default fp32/TF32: spec §2)
     channels_last: bool = True
     compile: bool = False  # torch.compile of the model's forward
     cuda_graphs: bool = False  # capture the whole step (both SAM passes, the update) once and replay it (CUDA only)
@@ -95,10 +96,16 @@ class TrainConfig:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(repr(sorted(self.to_dict().items())).encode()).hexdigest()[:16]
+        """A stable hash of the configuration. Fields added after runs were made (:data:`LATER_FIELDS`) count only
+        when they differ from their default, so the run folders made before keep their identity."""
+        items = {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+LATER_FIELDS = {"sam_bf16": False}  # field: default, for the hash (TrainConfig.hash)
 
 
 def field_types(cls) -> dict[str, type]:

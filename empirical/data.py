@@ -81,10 +81,23 @@ class CifarArrays:
         return len(self.classes)
 
 
-def default_data_root() -> Path:
-    """``$SAM_UNLEARNING_DATA``, else the shared data folder beside the repository (``../shared/data``)."""
+REPO_DATA_DIR = REPO_ROOT / ".data"  # git-ignored: the data a device call carries (spec §5)
+
+
+def data_root_candidates() -> list[Path]:
+    """Where data are looked for, in order: ``$SAM_UNLEARNING_DATA``, the shared data folder beside the repository
+    (``../shared/data``), the git-ignored ``.data/`` inside the repository (what a GPU machine receives)."""
     env = os.environ.get("SAM_UNLEARNING_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    return [*([Path(env)] if env else []), REPO_ROOT.parent / "shared" / "data", REPO_DATA_DIR]
+
+
+def default_data_root() -> Path:
+    """The first existing folder of :func:`data_root_candidates` (``$SAM_UNLEARNING_DATA`` is taken as given, so a
+    wrong one is reported, not skipped); the shared folder's path when none exists (for the error message)."""
+    candidates = data_root_candidates()
+    if os.environ.get("SAM_UNLEARNING_DATA"):
+        return candidates[0]
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 def load_cifar(name: str = "cifar10", root: str | Path | None = None, cache_dir: Path | None = None,

@@ -31,6 +31,7 @@ from .metrics import (
     MIA_FEATURES,
     avg_gap,
     classwise,
+    e_var_authors_units,
     entanglement_var,
     entanglement_wp,
     mia_efficacy,
@@ -60,8 +61,9 @@ def load_run(run: Path, device: torch.device, data_root: str = ""):
 
 
 def describe(model, prepared, device: torch.device, seed: int = 0, mia_features: tuple[str, ...] = MIA_FEATURES,
-             wp_points: int = 1000, landscape_grid: int = 0, bf16: bool = True) -> dict[str, Any]:
-    """Accuracies, MIA efficacy and entanglement of one model on its prepared data."""
+             wp_points: int = 1000, landscape_grid: int = 0, bf16: bool = False) -> dict[str, Any]:
+    """Accuracies, MIA efficacy and entanglement of one model on its prepared data (fp32: evaluation never
+    autocasts; ``bf16`` is for comparisons only)."""
     def outputs(data, idx):
         return model_outputs(model, data, idx, device, bf16=bf16)
 
@@ -82,6 +84,11 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
             "e_wp": entanglement_wp(retain.features, forget.features, max_points=wp_points, seed=seed),
         },
     }
+    e_var = result["entanglement"]["e_var"]
+    result["entanglement"]["e_var_authors_units"] = e_var_authors_units(e_var)
+    result["entanglement"]["units"] = {"e_var": "raw ratio within/between on L2-normalised features (ours)",
+                                       "e_var_authors_units": "clip(e_var / 1300, 0, 1), the authors' analysis "
+                                                              "script's normalisation (spec §3)"}
     try:
         result["entanglement"]["e_var_classwise"] = classwise(entanglement_var, retain.features, retain.labels,
                                                               forget.features, forget.labels)
@@ -103,18 +110,21 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
 
 def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
              mia_features: tuple[str, ...] = MIA_FEATURES, wp_points: int = 1000, landscape_grid: int = 0,
-             device: str = "auto", data_root: str = "") -> dict[str, Any]:
+             device: str = "auto", data_root: str = "", reference: dict | None = None) -> dict[str, Any]:
     """The metrics of ``run`` against ``retrain`` (module docstring); written to ``out`` when given (checked, and its
-    folder locked, before anything is computed: :mod:`simulations.runfolder`)."""
+    folder locked, before anything is computed: :mod:`simulations.runfolder`). ``reference``: the retrained model's
+    :func:`describe` computed before with the same settings (the protocol computes it once per forget set)."""
     if out is None:
-        return _evaluate(run, retrain, None, seed, mia_features, wp_points, landscape_grid, device, data_root)
+        return _evaluate(run, retrain, None, seed, mia_features, wp_points, landscape_grid, device, data_root,
+                         reference)
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the metrics JSON file (e.g. {out / 'metrics.json'})")
     if out.name in RUN_FILES:
         raise ConfigError(f"--out {out} would overwrite a run's own {out.name}; name another file (metrics.json)")
     with RunFolder(out.parent, "evaluate", marker=False) as folder:
-        result = _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root)
+        result = _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root,
+                           reference)
         folder.begin()
         atomic_write_json(out, result)
     return result
@@ -124,7 +134,8 @@ RUN_FILES = ("record.json", "model.pt", "mask.pt", "split.npz", "checkpoint.pt",
              "result.json", "results.csv", "manifest.json")
 
 
-def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root) -> dict:
+def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root,
+              reference=None) -> dict:
     from .trainer import resolve_device
 
     if HEADLINE_MIA_FEATURE not in mia_features:
@@ -142,7 +153,8 @@ def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, 
         raise ConfigError(f"{run} and {retrain} have different forget sets: retrain on the same split "
                           "(python -m empirical retrain --set split_file=<pretrain run>/split.npz)")
     kwargs = dict(seed=seed, mia_features=mia_features, wp_points=wp_points, landscape_grid=landscape_grid)
-    ours, ref = describe(model, prepared, dev, **kwargs), describe(model_rt, prepared_rt, dev, **kwargs)
+    ours = describe(model, prepared, dev, **kwargs)
+    ref = reference if reference is not None else describe(model_rt, prepared_rt, dev, **kwargs)
     mia, mia_rt = ours["mia_efficacy"][HEADLINE_MIA_FEATURE], ref["mia_efficacy"][HEADLINE_MIA_FEATURE]
     from .unlearn import forget_id
 

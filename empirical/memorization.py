@@ -91,7 +91,7 @@ def _estimate(cfg: TrainConfig, out: Path, models: int, fraction: float, seed: i
         train(run_cfg, folder, stage="retrain", progress=progress)
         model, _, prepared, _ = load_trained(folder, device, cfg.data_root)
         result = model_outputs(model, prepared.data, torch.as_tensor(train_idx, device=device), device,
-                               bf16=cfg.bf16)
+                               bf16=False)
         correct[k] = result.probs.argmax(axis=1) == result.labels
     counts_in, counts_out = design.sum(axis=0), (~design).sum(axis=0)
     acc_in = np.where(design, correct, 0).sum(axis=0) / counts_in

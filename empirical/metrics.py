@@ -161,6 +161,15 @@ def entanglement_var(retain_features: np.ndarray, forget_features: np.ndarray) -
     return float(within / max(between, _EPS))
 
 
+E_VAR_AUTHORS_DIVISOR = 1300.0  # spec §3 "Units": the authors' analysis script divides E_Var by 1300 and clips
+
+
+def e_var_authors_units(e_var: float) -> float:
+    """E_Var in the authors' units (spec §3): ``clip(E_Var / 1300, 0, 1)``. Our raw ratio is ``e_var``; this one is
+    reported beside it, labelled, so numbers can be set beside theirs."""
+    return float(min(1.0, max(0.0, e_var / E_VAR_AUTHORS_DIVISOR)))
+
+
 def entanglement_wp(retain_features: np.ndarray, forget_features: np.ndarray, max_points: int = 1000,
                     seed: int = 0) -> float:
     """E_Wp = max(0, 1 − W): W is the exact earth mover's distance between seeded subsamples of the L2-normalised R
@@ -223,8 +232,9 @@ class Outputs:
 
 @torch.no_grad()
 def model_outputs(model: torch.nn.Module, data, indices, device: torch.device, batch_size: int = 1024,
-                  bf16: bool = True) -> Outputs:
-    """Eval mode, no augmentation: softmax probabilities (computed in fp32) and penultimate features of ``data``
+                  bf16: bool = False) -> Outputs:
+    """Eval mode, no augmentation, fp32 (``bf16=True`` autocasts on CUDA; evaluation never does, spec §2): softmax
+    probabilities and penultimate features of ``data``
     (a :class:`empirical.augment.DeviceData`) at ``indices``. The model needs ``features(x)`` and ``classifier`` as in
     :mod:`empirical.models`; its train/eval mode is restored."""
     from .steps import autocast

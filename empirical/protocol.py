@@ -21,9 +21,11 @@ optimizer serves every forget set: the forget sets are partitions of the same tr
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ UNLEARN_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"epochs": 1, "batch_size": 128},
 }
 ROW_KEYS = ("pretrain", "forget", "method", "optimizer", "retain", "forget_acc", "test", "mia", "tow", "tow_mia",
-            "avg_gap", "tow_signed_authors_code", "e_var", "e_wp")
+            "avg_gap", "tow_signed_authors_code", "e_var", "e_var_authors_units", "e_wp")
 
 
 def _list(text: str | list[str], name: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -96,12 +98,21 @@ def forget_splits(pretrain_run: Path, out: Path, forget_sets: list[str]) -> dict
     return paths
 
 
-def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", forget: str = "high,mid,low",
-                 methods: str = "neggrad", unlearn_optimizers: str = "sgd,sam", train_overrides: dict | None = None,
-                 unlearn_overrides: dict | None = None, mia_features: tuple[str, ...] = ("confidence",),
-                 progress: bool | None = None, force: bool = False, stages: str = "all") -> dict[str, Any]:
-    """Run the whole protocol (module docstring); returns and writes the summary. ``stages="train"`` stops after the
-    pretraining runs, the forget sets and the retrain references (no summary is written)."""
+def unlearn_settings(preset: str, overrides: dict[str, Any], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per method, the unlearning settings of this protocol: the preset's (:data:`UNLEARN_PRESETS`), then the user's
+    ``--unlearn-set`` (scoped ``method.key`` or unscoped: :func:`empirical.unlearn.resolve_scoped`)."""
+    from .unlearn import resolve_scoped
+
+    base = resolve_scoped(UNLEARN_PRESETS.get(preset, {}), methods, strict=False)
+    user = resolve_scoped(overrides, methods)
+    return {m: {**base[m], **user[m]} for m in methods}
+
+
+def make_plan(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", forget: str = "high,mid,low",
+              methods: str = "neggrad", unlearn_optimizers: str = "sgd,sam", train_overrides: dict | None = None,
+              unlearn_overrides: dict | None = None, mia_features: tuple[str, ...] = ("confidence",),
+              progress: bool | None = None, force: bool = False) -> Plan:
+    """Check every setting of a protocol (nothing is written) and return its :class:`Plan`."""
     from .unlearn import METHODS, UnlearnConfig
 
     train_overrides, unlearn_overrides = dict(train_overrides or {}), dict(unlearn_overrides or {})
@@ -109,8 +120,6 @@ def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", fo
     forget_sets = _list(forget, "forget", (*LEVELS, "random"))
     method_list = _list(methods, "methods", METHODS)
     unlearn_opts = _list(unlearn_optimizers, "unlearn-optimizers", ("sgd", "sam", "asam"))
-    if stages not in ("all", "train"):
-        raise ConfigError(f"--stages {stages!r}: choose all or train")
     for key in unlearn_overrides:
         if key.rsplit(".", 1)[-1] in ("method", "optimizer", "split_file"):
             raise ConfigError(f"--unlearn-set {key}=... is chosen by the protocol; use --methods/--unlearn-optimizers")
@@ -119,19 +128,215 @@ def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", fo
         UnlearnConfig(**{**per_method[method], "method": method})
     for opt in pre_opts:  # every training config is checked before anything is written
         make_config(preset, {**train_overrides, "optimizer": opt})
-    out = Path(out)
-    identity = {"preset": preset, "train_overrides": dict(sorted(train_overrides.items())),
-                "unlearn_overrides": dict(sorted(unlearn_overrides.items())), "mia_features": list(mia_features)}
-    with RunFolder(out, "protocol", identity, force=force, outputs=("summary.json", "summary.csv"),
-                   fix="add --force to redo the stages whose settings changed") as folder:
-        folder.begin()
-        if folder.replacing and {k: (folder.previous or {}).get(k) for k in ("preset", "train_overrides")} != \
-                {k: identity[k] for k in ("preset", "train_overrides")}:
-            import shutil
+    return Plan(Path(out), preset, pre_opts, forget_sets, method_list, unlearn_opts, train_overrides, per_method,
+                tuple(mia_features), progress, force, dict(sorted(unlearn_overrides.items())))
 
-            shutil.rmtree(out / "splits", ignore_errors=True)  # the forget sets of other training settings
-        return _run_stages(out, preset, pre_opts, forget_sets, method_list, unlearn_opts, train_overrides,
-                           per_method, mia_features, progress, force, stages)
+
+def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", forget: str = "high,mid,low",
+                 methods: str = "neggrad", unlearn_optimizers: str = "sgd,sam", train_overrides: dict | None = None,
+                 unlearn_overrides: dict | None = None, mia_features: tuple[str, ...] = ("confidence",),
+                 progress: bool | None = None, force: bool = False, stages: str = "all") -> dict[str, Any]:
+    """Run the whole protocol (module docstring); returns and writes the summary. ``stages="train"`` stops after the
+    pretraining runs, the forget sets and the retrain references (no summary is written)."""
+    if stages not in ("all", "train"):
+        raise ConfigError(f"--stages {stages!r}: choose all or train")
+    plan = make_plan(out, preset, pretrain, forget, methods, unlearn_optimizers, train_overrides, unlearn_overrides,
+                     mia_features, progress, force)
+    with plan.folder():
+        for opt in plan.pre_opts:
+            plan.pretrain(opt)
+        for name in plan.splits():
+            plan.retrain(name)
+        if stages == "train":
+            return {"preset": preset, "stages": "train", "rows": [], "averages": []}
+        for job in plan.unlearn_jobs():
+            plan.unlearn(*job)
+        return plan.summary()
+
+
+@dataclass
+class Plan:
+    """The stages of one protocol folder, each a call that skips what is done (:func:`_stage_done`): ``pretrain(opt)``
+    → ``splits()`` → ``retrain(forget)`` → ``unlearn(pre, forget, method, opt)`` (the unlearning run and its
+    evaluation) → ``summary()`` (from the records on disk). :func:`run_protocol` calls them in order; the GPU check
+    calls them under a time budget; :mod:`empirical.cluster` submits them as job arrays."""
+    out: Path
+    preset: str
+    pre_opts: list[str]
+    forget_sets: list[str]
+    methods: list[str]
+    unlearn_opts: list[str]
+    train_overrides: dict[str, Any]
+    per_method: dict[str, dict[str, Any]]
+    mia_features: tuple[str, ...] = ("confidence",)
+    progress: bool | None = None
+    force: bool = False
+    unlearn_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return self.train_overrides.get("device", "auto")
+
+    def identity(self) -> dict[str, Any]:
+        return {"preset": self.preset, "train_overrides": dict(sorted(self.train_overrides.items())),
+                "unlearn_overrides": self.unlearn_overrides, "mia_features": list(self.mia_features)}
+
+    @contextlib.contextmanager
+    def folder(self):
+        """The protocol folder's run-folder contract (one writer, its identity); stale forget sets of other training
+        settings are removed when ``force`` replaces them."""
+        identity = self.identity()
+        with RunFolder(self.out, "protocol", identity, force=self.force, outputs=("summary.json", "summary.csv"),
+                       fix="add --force to redo the stages whose settings changed") as folder:
+            folder.begin()
+            if folder.replacing and {k: (folder.previous or {}).get(k) for k in ("preset", "train_overrides")} != \
+                    {k: identity[k] for k in ("preset", "train_overrides")}:
+                import shutil
+
+                shutil.rmtree(self.out / "splits", ignore_errors=True)  # the forget sets of other training settings
+            yield folder
+
+    def pretrain_config(self, opt: str):
+        return make_config(self.preset, {**self.train_overrides, "optimizer": opt})
+
+    def pretrain(self, opt: str) -> Path:
+        from .trainer import train
+
+        folder = self.out / f"pretrain_{opt}"
+        cfg = self.pretrain_config(opt)
+        if not _stage_done(folder, "pretrain", {"config": cfg.hash}, self.force):
+            train(cfg, folder, progress=self.progress, force=self.force)
+        return folder
+
+    def splits(self) -> dict[str, Path]:
+        return forget_splits(self.out / f"pretrain_{self.pre_opts[0]}", self.out, self.forget_sets)
+
+    def split_path(self, name: str) -> Path:
+        return self.out / "splits" / f"{name}.npz"
+
+    def retrain_config(self, name: str):
+        return make_config(self.preset, {**self.train_overrides, "optimizer": "sgd",
+                                         "split_file": str(self.split_path(name))})
+
+    def retrain(self, name: str) -> Path:
+        from .trainer import train
+
+        folder = self.out / f"retrain_{name}"
+        cfg = self.retrain_config(name)
+        if not _stage_done(folder, "retrain", {"config": cfg.hash}, self.force):
+            train(cfg, folder, stage="retrain", progress=self.progress, force=self.force)
+        return folder
+
+    def unlearn_jobs(self) -> list[tuple[str, str, str, str]]:
+        return [(pre, name, method, opt) for pre in self.pre_opts for name in self.forget_sets
+                for method in self.methods for opt in self.unlearn_opts]
+
+    def unlearn_config(self, pre: str, name: str, method: str, opt: str):
+        from .unlearn import UnlearnConfig
+
+        return UnlearnConfig(**{"device": self.device, **self.per_method[method], "method": method,
+                                "optimizer": opt, "split_file": str(self.split_path(name))})
+
+    def arguments(self) -> dict[str, Any]:
+        """The keywords of :func:`make_plan` that rebuild this plan (in a cluster job)."""
+        return {"out": str(self.out), "preset": self.preset, "pretrain": self.pre_opts, "forget": self.forget_sets,
+                "methods": self.methods, "unlearn_optimizers": self.unlearn_opts,
+                "train_overrides": self.train_overrides, "unlearn_overrides": self.unlearn_overrides,
+                "mia_features": self.mia_features, "progress": False, "force": self.force}
+
+    def unlearn_run(self, pre: str, name: str, method: str, opt: str) -> str:
+        """The unlearning run alone (skipped when done); returns its identity."""
+        from .unlearn import unlearn, unlearn_identity
+
+        folder = self.out / "unlearn" / f"{pre}_{name}_{method}_{opt}"
+        cfg = self.unlearn_config(pre, name, method, opt)
+        stage_id = unlearn_identity(cfg, self.out / f"pretrain_{pre}")
+        if not _stage_done(folder, "unlearn", stage_id, self.force):
+            unlearn(cfg, self.out / f"pretrain_{pre}", folder, progress=self.progress, force=self.force)
+        return stage_id
+
+    def unlearn(self, pre: str, name: str, method: str, opt: str) -> dict[str, Any]:
+        """The unlearning run (skipped when done) and its metrics against the retrain of its forget set (computed
+        again only when the run, the retrain or the MIA features changed); returns the summary row."""
+        from .evaluate import evaluate
+
+        folder = self.out / "unlearn" / f"{pre}_{name}_{method}_{opt}"
+        stage_id = self.unlearn_run(pre, name, method, opt)
+        made_from = {"unlearn": stage_id, "retrain": self.retrain_config(name).hash,
+                     "mia_features": list(self.mia_features)}
+        metrics = _read_metrics(folder / "metrics.json")
+        if metrics is None or metrics.get("made_from") != made_from:
+            metrics = evaluate(folder, self.out / f"retrain_{name}", None, mia_features=self.mia_features,
+                               device=self.device, reference=self.reference(name))
+            metrics["made_from"] = made_from
+            atomic_write_json(folder / "metrics.json", metrics)
+        return _row(pre, name, method, opt, metrics)
+
+    def reference(self, name: str) -> dict[str, Any]:
+        """The retrained model's description (accuracies, MIA, entanglement) for forget set ``name``: computed once
+        and kept in ``retrain_<name>/reference.json`` (every unlearning run of that forget set is compared with
+        it)."""
+        from .config import TrainConfig
+        from .evaluate import describe, load_run
+        from .trainer import resolve_device
+
+        path = self.out / f"retrain_{name}" / "reference.json"
+        made_from = {"retrain": self.retrain_config(name).hash, "mia_features": list(self.mia_features)}
+        kept = _read_metrics(path)
+        if kept is not None and kept.get("made_from") == made_from:
+            return kept["description"]
+        device = resolve_device(TrainConfig(device=self.device))
+        model, prepared, _ = load_run(self.out / f"retrain_{name}", device)
+        description = describe(model, prepared, device, mia_features=self.mia_features)
+        atomic_write_json(path, {"made_from": made_from, "description": description})
+        return description
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` / ``summary.csv`` from the metrics of every finished unlearning run (a job not done yet is
+        listed under ``missing``), with AVG ToW over the forget sets."""
+        rows, missing = [], []
+        for pre, name, method, opt in self.unlearn_jobs():
+            metrics = _read_metrics(self.out / "unlearn" / f"{pre}_{name}_{method}_{opt}" / "metrics.json")
+            if metrics is None or "tow" not in metrics:
+                missing.append(f"{pre}_{name}_{method}_{opt}")
+                continue
+            rows.append(_row(pre, name, method, opt, metrics))
+        return write_summary(self.out, self, rows, missing)
+
+
+def _row(pre: str, name: str, method: str, opt: str, metrics: dict) -> dict[str, Any]:
+    ours = metrics["unlearned"]
+    return {"pretrain": pre, "forget": name, "method": method, "optimizer": opt,
+            "retain": ours["accuracy"]["retain"], "forget_acc": ours["accuracy"]["forget"],
+            "test": ours["accuracy"]["test"], "mia": ours["mia_efficacy"]["confidence"],
+            "tow": metrics["tow"], "tow_mia": metrics["tow_mia"], "avg_gap": metrics["avg_gap"],
+            "tow_signed_authors_code": metrics["tow_signed_authors_code"],
+            "e_var": ours["entanglement"]["e_var"],
+            "e_var_authors_units": ours["entanglement"].get("e_var_authors_units"),
+            "e_wp": ours["entanglement"]["e_wp"]}
+
+
+def write_summary(out: Path, plan: Plan, rows: list[dict], missing: list[str] | None = None) -> dict[str, Any]:
+    averages = []
+    for pre in plan.pre_opts:
+        for method in plan.methods:
+            for opt in plan.unlearn_opts:
+                sel = [r for r in rows if (r["pretrain"], r["method"], r["optimizer"]) == (pre, method, opt)]
+                if not sel:
+                    continue
+                averages.append({"pretrain": pre, "method": method, "optimizer": opt,
+                                 "avg_tow": float(np.mean([r["tow"] for r in sel])),
+                                 "avg_tow_mia": float(np.mean([r["tow_mia"] for r in sel])),
+                                 "forget_sets": [r["forget"] for r in sel]})
+    summary = {"preset": plan.preset, "train_overrides": plan.train_overrides, "unlearn_settings": plan.per_method,
+               "rows": rows, "averages": averages, "missing": list(missing or [])}
+    atomic_write_json(out / "summary.json", summary)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ROW_KEYS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
+    return summary
 
 
 def _stage_done(folder: Path, kind: str, identity: dict, force: bool) -> bool:
@@ -156,84 +361,6 @@ def _stage_done(folder: Path, kind: str, identity: dict, force: bool) -> bool:
         return False
     raise ConfigError(f"stage {folder} was run with other settings than this protocol asks for; rerun with --force "
                       "to redo it, or choose a new --out")
-
-
-def unlearn_settings(preset: str, overrides: dict[str, Any], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Per method, the unlearning settings of this protocol: the preset's (:data:`UNLEARN_PRESETS`), then the user's
-    ``--unlearn-set`` (scoped ``method.key`` or unscoped: :func:`empirical.unlearn.resolve_scoped`)."""
-    from .unlearn import resolve_scoped
-
-    base = resolve_scoped(UNLEARN_PRESETS.get(preset, {}), methods, strict=False)
-    user = resolve_scoped(overrides, methods)
-    return {m: {**base[m], **user[m]} for m in methods}
-
-
-def _run_stages(out, preset, pre_opts, forget_sets, method_list, unlearn_opts, train_overrides, per_method,
-                mia_features, progress, force, stages="all") -> dict[str, Any]:
-    from .evaluate import evaluate
-    from .trainer import train
-    from .unlearn import UnlearnConfig, unlearn, unlearn_identity
-
-    device = train_overrides.get("device", "auto")
-    for opt in pre_opts:
-        folder = out / f"pretrain_{opt}"
-        cfg = make_config(preset, {**train_overrides, "optimizer": opt})
-        if not _stage_done(folder, "pretrain", {"config": cfg.hash}, force):
-            train(cfg, folder, progress=progress, force=force)
-    splits = forget_splits(out / f"pretrain_{pre_opts[0]}", out, forget_sets)
-    retrain_ids = {}
-    for name, split in splits.items():
-        folder = out / f"retrain_{name}"
-        cfg = make_config(preset, {**train_overrides, "optimizer": "sgd", "split_file": str(split)})
-        retrain_ids[name] = cfg.hash
-        if not _stage_done(folder, "retrain", {"config": cfg.hash}, force):
-            train(cfg, folder, stage="retrain", progress=progress, force=force)
-    if stages == "train":
-        return {"preset": preset, "stages": "train", "rows": [], "averages": []}
-    rows = []
-    for pre in pre_opts:
-        for name, split in splits.items():
-            for method in method_list:
-                for opt in unlearn_opts:
-                    folder = out / "unlearn" / f"{pre}_{name}_{method}_{opt}"
-                    cfg = UnlearnConfig(**{"device": device, **per_method[method], "method": method,
-                                           "optimizer": opt, "split_file": str(split)})
-                    stage_id = unlearn_identity(cfg, out / f"pretrain_{pre}")
-                    if not _stage_done(folder, "unlearn", stage_id, force):
-                        unlearn(cfg, out / f"pretrain_{pre}", folder, progress=progress, force=force)
-                    metrics_path = folder / "metrics.json"
-                    made_from = {"unlearn": stage_id, "retrain": retrain_ids[name], "mia_features": list(mia_features)}
-                    metrics = _read_metrics(metrics_path)
-                    if metrics is None or metrics.get("made_from") != made_from:
-                        metrics = evaluate(folder, out / f"retrain_{name}", None, mia_features=mia_features,
-                                           device=device)
-                        metrics["made_from"] = made_from
-                        atomic_write_json(metrics_path, metrics)
-                    ours = metrics["unlearned"]
-                    rows.append({"pretrain": pre, "forget": name, "method": method, "optimizer": opt,
-                                 "retain": ours["accuracy"]["retain"], "forget_acc": ours["accuracy"]["forget"],
-                                 "test": ours["accuracy"]["test"], "mia": ours["mia_efficacy"]["confidence"],
-                                 "tow": metrics["tow"], "tow_mia": metrics["tow_mia"], "avg_gap": metrics["avg_gap"],
-                                 "tow_signed_authors_code": metrics["tow_signed_authors_code"],
-                                 "e_var": ours["entanglement"]["e_var"], "e_wp": ours["entanglement"]["e_wp"]})
-    averages = []
-    for pre in pre_opts:
-        for method in method_list:
-            for opt in unlearn_opts:
-                sel = [r for r in rows if (r["pretrain"], r["method"], r["optimizer"]) == (pre, method, opt)]
-                averages.append({"pretrain": pre, "method": method, "optimizer": opt,
-                                 "avg_tow": float(np.mean([r["tow"] for r in sel])),
-                                 "avg_tow_mia": float(np.mean([r["tow_mia"] for r in sel])),
-                                 "forget_sets": [r["forget"] for r in sel]})
-    summary = {"preset": preset, "train_overrides": train_overrides, "unlearn_settings": per_method,
-               "rows": rows, "averages": averages}
-    atomic_write_json(out / "summary.json", summary)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_KEYS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
-    return summary
 
 
 def _read_metrics(path: Path) -> dict | None:

@@ -41,6 +41,13 @@ def autocast(device: torch.device, enabled: bool):
                           cache_enabled=False)
 
 
+def steps_in_bf16(bf16: bool, optimizer: str, sam_bf16: bool = False) -> bool:
+    """Whether training steps autocast to bf16 (CUDA only): SGD steps when ``bf16``; SAM/ASAM steps only with
+    ``sam_bf16`` too — the SAM correction g(W+ε) − g(W) is a small difference of two gradients that bf16 blurs
+    (spec §2: cosine with fp32 0.29 at ρ=0.02 on a CPU), so SAM computes in fp32/TF32 by default."""
+    return bf16 and (optimizer == "sgd" or sam_bf16)
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
                    objective: Callable[[], torch.Tensor]) -> torch.Tensor:
     """One step on ``objective()`` (a scalar loss): both passes for :class:`empirical.sam.SAM` (BatchNorm statistics

@@ -27,7 +27,7 @@ from simulations.provenance import provenance
 from simulations.runfolder import RunFolder
 
 from .config import TrainConfig
-from .steps import GraphedStep, autocast, make_step
+from .steps import GraphedStep, make_step, steps_in_bf16
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -150,14 +150,13 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, data, indices: torch.Tensor, device: torch.device, cfg: TrainConfig,
              batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode without augmentation (one host sync at the end)."""
+    """Top-1 accuracy in eval mode without augmentation, always in fp32 (one host sync at the end)."""
     if len(indices) == 0:
         return float("nan")
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     for x, y in data.batches(indices, batch_size, shuffle=False, augment=False):
-        with autocast(device, cfg.bf16):
-            logits = model(_layout(x, cfg, device))
+        logits = model(_layout(x, cfg, device))
         correct += (logits.argmax(dim=1) == y).sum()
     return correct.item() / len(indices)
 
@@ -239,7 +238,8 @@ def _train(cfg: TrainConfig, out: Path, stage: str, folder: RunFolder, progress,
         history, start_epoch = state["history"], state["epoch"] + 1
     # a captured step reads these very tensors: keep them in the param groups whatever the scheduler does
     lr_tensors = [g["lr"] for g in optimizer.param_groups] if cfg.cuda_graphs else []
-    step_fn = make_step(model, optimizer, device, bf16=cfg.bf16, label_smoothing=cfg.label_smoothing,
+    step_fn = make_step(model, optimizer, device, bf16=steps_in_bf16(cfg.bf16, cfg.optimizer, cfg.sam_bf16),
+                        label_smoothing=cfg.label_smoothing,
                         compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, batch_size=cfg.batch_size,
                         capture=graph_capture)
     bar = _progress(progress, cfg.epochs, start_epoch, stage)

@@ -27,7 +27,6 @@ The learning-rate schedule is constant by default (``schedule=cosine`` to anneal
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import io
@@ -49,8 +48,8 @@ from simulations.provenance import provenance
 from simulations.runfolder import RunFolder
 
 from .config import TrainConfig, check_fields, field_types
-from .methods import METHODS, Phase, check_settings, get_method, setting_fields
 from .data import load_split, save_split
+from .methods import METHODS, check_settings, get_method, setting_fields  # noqa: F401 - METHODS re-exported
 from .steps import autocast, optimizer_step
 
 COMMON_CHOICES = {"optimizer": ("sgd", "sam", "asam"), "base": ("sgd", "adamw"), "forget_bn": ("train", "eval"),

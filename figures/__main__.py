@@ -3,8 +3,8 @@
     python -m figures [--results results/figures] [--out figures/out] [--only NAME ...] [--no-run]
                       [--protocol results/protocol]
 
-The empirical figures (:mod:`figures.empirical`) are drawn from a finished ``python -m empirical protocol`` folder
-when it exists; they need GPU runs, so the CPU default skips them and says so.
+The empirical figures (:mod:`figures.empirical`) are drawn from ``--protocol DIR``, else ``results/protocol`` when it
+exists, else the committed CPU-scale results ``docs/results/cpu``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-run", action="store_true", help="never simulate; fail if results are missing")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--protocol", type=Path, default=None,
-                        help="an empirical protocol folder (default: results/protocol when it exists)")
+                        help="an empirical protocol (or report) folder (default: results/protocol when it exists, "
+                             "else docs/results/cpu)")
     args = parser.parse_args(argv)
     names = args.only if args.only is not None else list(FIGURES)
     if args.only and "empirical" in args.only:
@@ -82,7 +83,8 @@ def _draw(args, names: list[str]) -> int:
     if args.only is None or "empirical" in args.only:
         from .empirical import render_protocol
 
-        protocol = args.protocol or ROOT / "results" / "protocol"
+        protocol = args.protocol or next((p for p in (ROOT / "results" / "protocol", ROOT / "docs" / "results" / "cpu")
+                                          if (p / "summary.json").is_file()), ROOT / "results" / "protocol")
         if (protocol / "summary.json").is_file() or args.protocol is not None:
             paths = render_protocol(protocol, args.out)
             print("empirical: " + ", ".join(str(p) for p in paths))

@@ -4,8 +4,9 @@
   unlearning) optimizer pair — the paper's "SAM as pretrain" and "SAM as unlearn algorithm" comparison;
 * ``empirical_tow_by_forget_set``: ToW per forget set (high / mid / low memorization, random), one panel per method.
 
-``python -m figures`` renders them when ``results/protocol/summary.json`` exists (``--protocol DIR`` names another
-folder) and says so when it does not: they need GPU runs, which the CPU default does not make.
+``python -m figures`` renders them from ``--protocol DIR`` (a protocol folder, or a report folder of
+``python -m empirical report``), else from ``results/protocol`` when it exists, else from the committed CPU-scale
+results ``docs/results/cpu`` (labelled on the figures: not the paper's setting).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def render_protocol(folder: Path, out_dir: Path) -> list[Path]:
     ax.set_xticks(np.arange(len(methods)), methods)
     ax.set_ylabel("AVG ToW (×100)")
     sets = ", ".join(averages[0]["forget_sets"])
-    ax.set_title(f"Unlearning quality over forget sets ({sets}); preset {summary.get('preset', '?')}")
+    ax.set_title(f"Unlearning quality over forget sets ({sets}); preset {summary.get('preset', '?')}"
+                 + (f"\n{summary['label']}" if summary.get("label") else ""), fontsize=9)
     lows = [100 * a["avg_tow"] for a in averages]
     ax.set_ylim(max(0.0, min(lows) - 5), min(100.0, max(lows) + 3))
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
@@ -80,4 +82,6 @@ def render_protocol(folder: Path, out_dir: Path) -> list[Path]:
     axes[0, 0].set_ylabel("ToW (×100)")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=2,
                frameon=False)
+    if summary.get("label"):
+        fig.suptitle(summary["label"], fontsize=9)
     return paths + save(fig, out_dir, "empirical_tow_by_forget_set")

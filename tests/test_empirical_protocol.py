@@ -70,3 +70,50 @@ def test_protocol_bad_input_fails_before_training(settings, tmp_path, capsys):
         assert not (tmp_path / "bad").exists()
     assert main(["protocol", "--methods", "nope", "--out", str(tmp_path / "cli")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_protocol_stages_as_job_arrays_give_the_in_process_summary(settings, tmp_path):
+    """The protocol as submitit job arrays (empirical/cluster.py): ``debug`` gives the in-process protocol's rows;
+    ``local`` (subprocesses) then redoes a removed unlearning run and gives the same rows again."""
+    import shutil
+
+    from empirical.cluster import run_on_cluster, waves
+    from empirical.protocol import make_plan
+
+    train, unlearn, _ = settings
+    reference = run_protocol(tmp_path / "inprocess", "smoke", "sgd", "high,low", "neggrad", "sam", train, unlearn,
+                             progress=False)
+    plan = make_plan(tmp_path / "debug", "smoke", "sgd", "high,low", "neggrad", "sam", train, unlearn,
+                     progress=False)
+    assert [len(w) for w in waves(plan)] == [1, 1, 2 + 2, 2, 1]
+    with plan.folder():
+        summary = run_on_cluster(plan, "debug", tmp_path / "submitit", workers=2)
+    assert summary["rows"] == reference["rows"] and summary["missing"] == []
+    shutil.rmtree(tmp_path / "debug" / "unlearn" / "sgd_low_neggrad_sam")
+    (tmp_path / "debug" / "summary.json").unlink()
+    with plan.folder():
+        summary = run_on_cluster(plan, "local", tmp_path / "submitit-local", workers=2, threads=1)
+    assert summary["rows"] == reference["rows"]
+    assert (tmp_path / "debug" / "unlearn" / "sgd_low_neggrad_sam" / "metrics.json").is_file()
+    with pytest.raises(ConfigError, match="--cluster"):
+        run_on_cluster(plan, "kubernetes", tmp_path / "x")
+
+
+def test_report_writes_the_paper_shaped_table_and_figures(settings, tmp_path, capsys):
+    train, unlearn, _ = settings
+    run_protocol(tmp_path / "p", "smoke", "sgd,sam", "high,low", "neggrad", "sgd,sam", train, unlearn,
+                 progress=False)
+    assert main(["report", "--protocol", str(tmp_path / "p"), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "| SGD | neggrad | SAM |" in md and "ToW F_low" in md and "AVG E_Var (authors' units)" in md
+    report = json.loads((tmp_path / "r" / "summary.json").read_text())
+    rows = [r for r in report["rows"] if (r["pretrain"], r["optimizer"]) == ("sam", "sgd")]
+    avg = 100 * np.mean([r["tow"] for r in rows])
+    assert "| SAM | neggrad | SGD | " in md and f"{avg:.2f}" in md  # AVG ToW computed from the rows
+    assert {c["verdict"].split(" ")[0] for c in report["claims"]} <= {"supports", "contradicts", "cannot"}
+    assert (tmp_path / "r" / "empirical_avg_tow.png").is_file() and (tmp_path / "r" / "summary.csv").is_file()
+    from figures.__main__ import main as figures_main
+
+    assert figures_main(["--only", "empirical", "--protocol", str(tmp_path / "r"), "--out",
+                         str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "empirical_tow_by_forget_set.png").is_file()

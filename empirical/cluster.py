@@ -1,0 +1,106 @@
+"""The protocol's stages as submitit job arrays (spec/empirical.md §1; the simulator's sweeps use the same executor:
+:class:`simulations.executors.Submitit`).
+
+    python -m empirical protocol --preset paper ... --cluster slurm --slurm-partition gpu --out results/protocol
+    python -m empirical protocol --preset smoke ... --cluster local --workers 2 --out results/protocol
+
+Waves, each a job array of :class:`empirical.protocol.Plan` stages (every stage skips what is done, so a resubmission
+resumes)::
+
+    pretrain (one job per optimizer) → splits (one job) → retrain (one per forget set) and unlearning runs (one per
+    pretrain × forget set × method × optimizer) → evaluation (one per unlearning run) → summary (one job)
+
+On Slurm every wave is submitted at once with ``afterok`` dependencies on the one before and the command returns with
+the job ids. ``local`` (subprocesses on this machine, ``workers`` at a time, a new one as soon as one ends) and
+``debug`` (in this process, for tests) have no scheduler, so each wave is waited for before the next is submitted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from simulations.errors import ConfigError
+
+CLUSTERS = ("slurm", "local", "debug")
+
+
+class StageCall:
+    """A picklable call of one plan stage: rebuilds the plan from its arguments in the job, then runs the stage."""
+
+    def __init__(self, arguments: dict[str, Any], threads: int | None = None):
+        self.arguments, self.threads = arguments, threads
+
+    def __call__(self, stage: str, args: tuple) -> Any:
+        from .protocol import make_plan
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        plan = make_plan(**self.arguments)
+        value = getattr(plan, stage)(*args)
+        return str(value) if isinstance(value, Path) else value
+
+
+def waves(plan) -> list[list[tuple[str, tuple]]]:
+    """The protocol's stages as waves of (stage, arguments); a wave needs every earlier one."""
+    jobs = plan.unlearn_jobs()
+    return [[("pretrain", (opt,)) for opt in plan.pre_opts],
+            [("splits", ())],
+            [("retrain", (name,)) for name in plan.forget_sets] + [("unlearn_run", job) for job in jobs],
+            [("unlearn", job) for job in jobs],
+            [("summary", ())]]
+
+
+def _run_wave(executor, call, stages: list[str], args: list[tuple], workers: int) -> list:
+    """Run one wave to its end: ``workers`` jobs in flight at a time (a new one starts as soon as one ends); 0: one
+    job array run in order (the debug executor runs a job when its result is asked for). A failed job raises here
+    with its traceback."""
+    if not workers:
+        return [job.result() for job in executor.map_array(call, stages, args)]
+    import time
+
+    pending, running, values = list(zip(stages, args)), [], []
+    while pending or running:
+        while pending and len(running) < workers:
+            stage, arg = pending.pop(0)
+            running.append(executor.submit(call, stage, arg))
+        finished = [job for job in running if job.done()]
+        if not finished:
+            time.sleep(0.5)
+            continue
+        for job in finished:
+            running.remove(job)
+            values.append(job.result())
+    return values
+
+
+def run_on_cluster(plan, cluster: str, folder: Path, workers: int = 2, options: dict | None = None,
+                   threads: int | None = None) -> dict[str, Any]:
+    """Run (local, debug) or submit (slurm) the protocol of ``plan`` as job arrays; returns the summary, or on Slurm
+    the job ids of each wave."""
+    from simulations.executors import Submitit
+
+    if cluster not in CLUSTERS:
+        raise ConfigError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTERS)}")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be >= 1")
+    executor = Submitit(Path(folder), {"cluster": cluster, **(options or {})}).executor
+    call = StageCall(plan.arguments(), threads)
+    previous: list = []
+    submitted: list[list[str]] = []
+    result: Any = None
+    for wave in waves(plan):
+        stages, args = [w[0] for w in wave], [w[1] for w in wave]
+        if cluster == "slurm":
+            if previous:
+                executor.update_parameters(slurm_additional_parameters={
+                    "dependency": "afterok:" + ":".join(str(j.job_id) for j in previous)})
+            previous = executor.map_array(call, stages, args)
+            submitted.append([str(j.job_id) for j in previous])
+            continue
+        result = _run_wave(executor, call, stages, args, workers if cluster == "local" else 0)[-1]
+    if cluster == "slurm":
+        return {"submitted": submitted, "folder": str(folder)}
+    return result

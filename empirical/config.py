@@ -26,9 +26,9 @@ CHOICES = {
 
 
 def check_fields(config: Any, choices: dict[str, tuple[str, ...]], non_negative: tuple[str, ...] = (),
-                 positive: tuple[str, ...] = ()) -> None:
+                 positive: tuple[str, ...] = (), prefix: str = "") -> None:
     """Type-check a frozen config dataclass (ints become floats where a float is declared), its choice fields
-    and its ranges; raise one :class:`ConfigError` naming the field."""
+    and its ranges; raise one :class:`ConfigError` naming the field (as ``prefix + name``)."""
     for f in fields(config):
         value = getattr(config, f.name)
         want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
@@ -36,17 +36,17 @@ def check_fields(config: Any, choices: dict[str, tuple[str, ...]], non_negative:
             value = float(value)
             object.__setattr__(config, f.name, value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ConfigError(f"{f.name}={value!r}: expected {want.__name__}")
+            raise ConfigError(f"{prefix}{f.name}={value!r}: expected {want.__name__}")
         if want is float and not math.isfinite(value):
-            raise ConfigError(f"{f.name}={value!r}: must be a finite number (NaN and inf have no meaning here)")
+            raise ConfigError(f"{prefix}{f.name}={value!r}: must be a finite number (NaN and inf have no meaning here)")
         if f.name in choices and value not in choices[f.name]:
-            raise ConfigError(f"{f.name}={value!r}: choose one of {', '.join(choices[f.name])}")
+            raise ConfigError(f"{prefix}{f.name}={value!r}: choose one of {', '.join(choices[f.name])}")
     for name in non_negative:
         if getattr(config, name) < 0:
-            raise ConfigError(f"{name}={getattr(config, name)}: must be >= 0")
+            raise ConfigError(f"{prefix}{name}={getattr(config, name)}: must be >= 0")
     for name in positive:
         if getattr(config, name) < 1:
-            raise ConfigError(f"{name}={getattr(config, name)}: must be a positive integer")
+            raise ConfigError(f"{prefix}{name}={getattr(config, name)}: must be a positive integer")
 
 
 @dataclass(frozen=True)

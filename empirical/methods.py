@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from simulations.errors import ConfigError
+
+from .config import check_fields
 
 
 @dataclass(frozen=True)
@@ -106,21 +107,8 @@ SETTING_CHOICES = {"mask_rule": ("largest", "smallest"), "mask_mode": ("paper", 
 
 def check_settings(method: str, settings: Any) -> None:
     """Types, choices and ranges of a method's settings; one ConfigError naming the field."""
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-            object.__setattr__(settings, f.name, value)
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ConfigError(f"{method}.{f.name}={value!r}: expected {want.__name__}")
-        if want is float and not math.isfinite(value):
-            raise ConfigError(f"{method}.{f.name}={value!r}: must be a finite number")
-        if f.name in SETTING_CHOICES and value not in SETTING_CHOICES[f.name]:
-            raise ConfigError(f"{method}.{f.name}={value!r}: choose one of {', '.join(SETTING_CHOICES[f.name])}")
-    for name in ("l1_weight", "scrub_msteps", "scrub_beta", "scrub_gamma"):
-        if getattr(settings, name, 0) < 0:
-            raise ConfigError(f"{method}.{name}={getattr(settings, name)}: must be >= 0")
+    present = tuple(n for n in ("l1_weight", "scrub_msteps", "scrub_beta", "scrub_gamma") if hasattr(settings, n))
+    check_fields(settings, SETTING_CHOICES, non_negative=present, prefix=f"{method}.")
     if getattr(settings, "scrub_temperature", 1.0) <= 0:
         raise ConfigError(f"{method}.scrub_temperature={settings.scrub_temperature}: must be > 0")
     if not 0 < getattr(settings, "mask_fraction", 0.5) <= 1:

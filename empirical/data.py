@@ -80,6 +80,23 @@ class CifarArrays:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def digest(self) -> str:
+        """sha256 (16 hex digits) of the dataset's content: its name, every image and label (train and test) and the
+        training order; the data identity of every run folder made from it (a copy elsewhere has the same digest,
+        other images or labels another). Computed once per object."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            import hashlib
+
+            h = hashlib.sha256(self.name.encode() + b"\0")
+            for a in (self.train_x, self.train_y, self.test_x, self.test_y, self.train_index):
+                a = np.ascontiguousarray(a)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(memoryview(a).cast("B"))
+            cached = self.__dict__["_digest"] = h.hexdigest()[:16]
+        return cached
+
 
 REPO_DATA_DIR = REPO_ROOT / ".data"  # git-ignored: the data a device call carries (spec §5)
 

@@ -60,7 +60,13 @@ def estimate(cfg: TrainConfig, out: Path, models: int = 16, fraction: float = 0.
         raise ConfigError(f"models={models}: need at least 2 models (each image held out of one, kept by another)")
     if not (isinstance(seed, int) and seed >= 0):
         raise ConfigError(f"seed={seed}: must be an integer >= 0")
-    identity = {"config": cfg.hash, "models": models, "fraction": fraction, "seed": seed}
+    from simulations.provenance import empirical_numerics_version
+
+    from .data import load_cifar
+
+    data = load_cifar(cfg.dataset, cfg.data_root or None, limit_per_class=cfg.limit_per_class or None).digest
+    identity = {"config": cfg.hash, "models": models, "fraction": fraction, "seed": seed,
+                "numerics": empirical_numerics_version(), "data": data}
     outputs = ("scores.npz", "record.json", *(f"model_{k}" for k in range(models)),
                *(f"split_{k}.npz" for k in range(models)))
     with RunFolder(Path(out), "memorization", identity, force=force, outputs=outputs) as folder:

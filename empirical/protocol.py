@@ -204,7 +204,7 @@ class Plan:
 
         folder = self.out / f"pretrain_{opt}"
         cfg = self.pretrain_config(opt)
-        if not _stage_done(folder, "pretrain", {"config": cfg.hash}, self.force):
+        if not _stage_done(folder, "pretrain", _train_identity(cfg), self.force):
             train(cfg, folder, progress=self.progress, force=self.force)
         return folder
 
@@ -223,7 +223,7 @@ class Plan:
 
         folder = self.out / f"retrain_{name}"
         cfg = self.retrain_config(name)
-        if not _stage_done(folder, "retrain", {"config": cfg.hash}, self.force):
+        if not _stage_done(folder, "retrain", _train_identity(cfg), self.force):
             train(cfg, folder, stage="retrain", progress=self.progress, force=self.force)
         return folder
 
@@ -337,6 +337,21 @@ def write_summary(out: Path, plan: Plan, rows: list[dict], missing: list[str] | 
     writer.writerows(rows)
     atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
     return summary
+
+
+_TRAIN_IDENTITIES: dict[str, dict] = {}
+
+
+def _train_identity(cfg) -> dict[str, str]:
+    """The identity :func:`empirical.trainer.train` gives a run of ``cfg`` (configuration, numerics, data), so a
+    finished stage is reused only when all three match."""
+    if cfg.hash not in _TRAIN_IDENTITIES:
+        import torch
+
+        from .trainer import prepare_data, train_identity
+
+        _TRAIN_IDENTITIES[cfg.hash] = train_identity(cfg, prepare_data(cfg, torch.device("cpu")))
+    return _TRAIN_IDENTITIES[cfg.hash]
 
 
 def _stage_done(folder: Path, kind: str, identity: dict, force: bool) -> bool:

@@ -64,6 +64,13 @@ class Prepared:
     num_classes: int
     source: str
     split: dict | None = None  # the keywords of save_split for this run's split.npz (written by save_prepared_split)
+    data_digest: str = ""  # the dataset's content digest (CifarArrays.digest)
+
+    def identity(self) -> dict[str, str]:
+        """The data identity of a run on this preparation: the dataset's content and the split's indices."""
+        from .data import indices_digest
+
+        return {"data": self.data_digest, "split": indices_digest(self.split)[:16]}
 
 
 def prepare_data(cfg: TrainConfig, device: torch.device, out: Path | None = None) -> Prepared:
@@ -108,7 +115,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, out: Path | None = None
     to = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)  # noqa: E731
     train, test = DeviceData(arrays.train_x, arrays.train_y, device), DeviceData(arrays.test_x, arrays.test_y, device)
     return Prepared(train, test, to(train_idx), to(val_idx), to(forget_idx), to(retain_idx), len(arrays.classes),
-                    arrays.source, to_save)
+                    arrays.source, to_save, arrays.digest)
 
 
 def save_prepared_split(prepared: Prepared, path: Path, note: str = "") -> None:
@@ -197,16 +204,26 @@ def train(cfg: TrainConfig, out: Path, stage: str = "pretrain", progress: bool |
     if cfg.cuda_graphs and device.type != "cuda" and graph_capture is not False:
         raise ConfigError(f"cuda_graphs=true needs a CUDA device (this run is on {device}); drop cuda_graphs")
     out = Path(out)
-    with RunFolder(out, stage, {"config": cfg.hash}, force=force, outputs=(CHECKPOINT, "record.json", "split.npz"),
+    prepared = prepare_data(cfg, device)
+    with RunFolder(out, stage, train_identity(cfg, prepared), force=force,
+                   outputs=(CHECKPOINT, "record.json", "split.npz"),
                    fix="add --force to replace it (its checkpoint and record are removed)") as folder:
-        return _train(cfg, out, stage, folder, progress, max_epochs, graph_capture)
+        return _train(cfg, out, stage, folder, prepared, progress, max_epochs, graph_capture)
 
 
-def _train(cfg: TrainConfig, out: Path, stage: str, folder: RunFolder, progress, max_epochs, graph_capture) -> dict:
+def train_identity(cfg: TrainConfig, prepared: Prepared) -> dict[str, str]:
+    """What a training run folder is the result of: its configuration, the empirical numerics' code version
+    (:func:`simulations.provenance.empirical_numerics_version`) and its data (:meth:`Prepared.identity`)."""
+    from simulations.provenance import empirical_numerics_version
+
+    return {"config": cfg.hash, "numerics": empirical_numerics_version(), **prepared.identity()}
+
+
+def _train(cfg: TrainConfig, out: Path, stage: str, folder: RunFolder, prepared: Prepared, progress, max_epochs,
+           graph_capture) -> dict:
     from .models import build_model
 
     device = resolve_device(cfg)
-    prepared = prepare_data(cfg, device)
     train_idx = prepared.train_idx if stage == "pretrain" else prepared.retain_idx
     if cfg.batch_size > len(train_idx):
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images of this "

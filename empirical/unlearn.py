@@ -303,9 +303,19 @@ UNLEARN_OUTPUTS = ("record.json", "model.pt", "mask.pt", "split.npz", "metrics.j
 
 
 def unlearn_identity(cfg: UnlearnConfig, source: Path) -> dict[str, Any]:
-    """What an unlearning run folder is the result of: its configuration and its source run."""
+    """What an unlearning run folder is the result of: its configuration, its source run (the folder and that run's
+    own identity: its configuration, numerics and data), the empirical numerics' code version and, with
+    ``split_file``, the indices of that split."""
+    from simulations.provenance import empirical_numerics_version
+    from simulations.runfolder import read_identity
+
     digest = hashlib.sha256(repr(sorted(cfg.to_dict().items())).encode()).hexdigest()[:16]
-    return {"config": digest, "source": str(Path(source).resolve())}
+    found = read_identity(Path(source))
+    identity = {"config": digest, "source": str(Path(source).resolve()),
+                "source_identity": (found or {}).get("identity"), "numerics": empirical_numerics_version()}
+    if cfg.split_file:
+        identity["split"] = str(load_split(cfg.split_file).get("indices_sha256", ""))[:16]
+    return identity
 
 
 def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None = None,
@@ -389,6 +399,10 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     fid = forget_id(prepared.forget_idx.cpu().numpy())
     used = load_split(cfg.split_file or Path(source) / "split.npz")
+    made_on = (folder.identity.get("source_identity") or {}).get("data")
+    if made_on and prepared.data_digest != made_on:
+        raise ConfigError(f"the data read for this run (digest {prepared.data_digest}) are not the data the model in "
+                          f"{source} was trained on (digest {made_on}); point data_root at that run's data")
     folder.begin()
     (out / "metrics.json").unlink(missing_ok=True)  # metrics of an earlier model of this folder are stale now
     run = UnlearnRun(cfg, model, prepared, device, generator)

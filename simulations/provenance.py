@@ -36,29 +36,49 @@ def code_version() -> str:
 NUMERICS_MODULES = ("model", "backends", "optim", "engine", "data", "unlearning", "config")
 
 
+def source_fingerprint(folder: Path, modules: tuple[str, ...]) -> str:
+    """A 12-hex-digit hash of ``folder/<module>.py`` for each module, as parsed, without docstrings: an edit that
+    can change a number changes it, a comment, docstring or formatting edit does not."""
+    import ast
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in modules:
+        tree = ast.parse((Path(folder) / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def numerics_version() -> str:
-    """A 12-hex-digit hash of the simulator's numerical code (``simulations/{model,backends,optim,engine,data,
-    unlearning,config}.py``) as parsed, without docstrings: an edit that can change a number changes it, a comment,
-    docstring or formatting edit does not. Stored with every cached result; a result of other numerics is never
+    """The fingerprint (:func:`source_fingerprint`) of the simulator's numerical code (``simulations/{model,backends,
+    optim,engine,data,unlearning,config}.py``). Stored with every cached result; a result of other numerics is never
     reused. Computed once per process (a worker computes it when it first writes)."""
     global _NUMERICS
     if _NUMERICS is None:
-        import ast
-        import hashlib
-
-        digest = hashlib.sha256()
-        for name in NUMERICS_MODULES:
-            tree = ast.parse((Path(__file__).parent / f"{name}.py").read_text())
-            for node in ast.walk(tree):
-                body = getattr(node, "body", None)
-                if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
-            digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
-        _NUMERICS = digest.hexdigest()[:12]
+        _NUMERICS = source_fingerprint(Path(__file__).parent, NUMERICS_MODULES)
     return _NUMERICS
 
 
+# the empirical pipeline's modules whose code can change a number (training, unlearning, metrics, data, splits)
+EMPIRICAL_NUMERICS_MODULES = ("augment", "config", "data", "evaluate", "landscape", "memorization", "methods",
+                              "metrics", "models", "sam", "steps", "trainer", "unlearn")
+
+
+def empirical_numerics_version() -> str:
+    """The fingerprint of the empirical pipeline's numerical code (:data:`EMPIRICAL_NUMERICS_MODULES` of
+    ``empirical/``): part of every empirical run folder's identity, so a stage made by other code is never reused."""
+    global _EMPIRICAL_NUMERICS
+    if _EMPIRICAL_NUMERICS is None:
+        _EMPIRICAL_NUMERICS = source_fingerprint(REPO_ROOT / "empirical", EMPIRICAL_NUMERICS_MODULES)
+    return _EMPIRICAL_NUMERICS
+
+
+_EMPIRICAL_NUMERICS: str | None = None
 _NUMERICS: str | None = None
 
 

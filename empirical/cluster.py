@@ -1,4 +1,4 @@
-"""The protocol's stages as submitit job arrays (spec/empirical.md §1; the simulator's sweeps use the same executor:
+"""The protocol's stages as submitit job arrays (docs/protocol.md; the simulator's sweeps use the same executor:
 :class:`simulations.executors.Submitit`).
 
     python -m empirical protocol --preset paper ... --cluster slurm --slurm-partition gpu --out results/protocol
@@ -17,6 +17,7 @@ the job ids. ``local`` (subprocesses on this machine, ``workers`` at a time, a n
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,21 @@ CLUSTERS = ("slurm", "local", "debug")
 class StageCall:
     """A picklable call of one plan stage: rebuilds the plan from its arguments in the job, then runs the stage."""
 
-    def __init__(self, arguments: dict[str, Any], threads: int | None = None):
+    def __init__(self, arguments: dict[str, Any], threads: int | None = None, owned: bool = False):
+        """``owned``: the job exits when the process that made this call is gone (local jobs: a protocol killed
+        outright leaves no stage training and writing behind it)."""
+        from simulations.executors import process_start
+
         self.arguments, self.threads = arguments, threads
+        self.owner = (os.getpid(), process_start()) if owned else None
 
     def __call__(self, stage: str, args: tuple) -> Any:
         from .protocol import make_plan
+
+        if self.owner is not None:
+            from simulations.executors import watch_owner
+
+            watch_owner(*self.owner)
 
         if self.threads:
             import torch
@@ -87,7 +98,7 @@ def run_on_cluster(plan, cluster: str, folder: Path, workers: int = 2, options: 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
     executor = Submitit(Path(folder), {"cluster": cluster, **(options or {})}).executor
-    call = StageCall(plan.arguments(), threads)
+    call = StageCall(plan.arguments(), threads, owned=cluster == "local")
     previous: list = []
     submitted: list[list[str]] = []
     result: Any = None

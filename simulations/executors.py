@@ -46,6 +46,35 @@ class InProcess:
             yield run_unit([c.to_dict() for c in unit], **kw)
 
 
+def process_start(pid: int | None = None) -> str | None:
+    """The start time of process ``pid`` (this one by default) as the kernel records it (``/proc/PID/stat`` field
+    22), which with the pid names one process even after pids wrap around; None where there is no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def watch_owner(pid: int, start: str | None, interval_s: float = 0.5) -> None:
+    """In a job process started for another process (a protocol stage run by submitit's local executor, whose
+    parent is submitit's controller, not the protocol): exit as soon as that owner ``(pid, start)`` is gone, so no
+    orphan keeps training and writing. A daemon thread polls ``/proc``; without ``/proc`` it does nothing."""
+    import threading
+    import time
+
+    if start is None:
+        return
+
+    def watch() -> None:
+        while True:
+            if process_start(pid) != start:
+                os._exit(1)
+            time.sleep(interval_s)
+
+    threading.Thread(target=watch, name="watch-owner", daemon=True).start()
+
+
 def watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
     """In a pool worker: exit as soon as the parent is gone (killed outright, by SIGKILL or by a signal nothing
     handles, so it could not stop its workers), so no orphan keeps computing and writing. A daemon thread polls the

@@ -166,3 +166,34 @@ def test_sigterm_of_a_pool_parent_stops_its_workers_and_keeps_what_is_done(clean
     cached = sum(len(json.loads(p.read_text())["rows"]) for p in (out / "cache").glob("chunk-*.json"))
     assert len(rows) == cached  # the resume from here is the same as after SIGKILL (test above)
     assert not _leftovers(out)
+
+
+def test_a_local_protocol_stage_exits_when_the_protocol_is_killed(tmp_path):
+    """A protocol stage run by submitit's local executor (its parent is submitit's controller) watches the protocol
+    process that made the call: SIGKILL of that process leaves no stage running. Control: while the owner lives, the
+    stage keeps running."""
+    from empirical.cluster import StageCall
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    script = ("import sys, time, pickle; from simulations.executors import watch_owner; "
+              "call = pickle.loads(bytes.fromhex(sys.argv[1])); watch_owner(*call.owner); print('ready', flush=True); "
+              "time.sleep(120)")
+    import pickle
+
+    call = StageCall({}, owned=True)
+    from simulations.executors import process_start
+
+    call.owner = (owner.pid, process_start(owner.pid))  # as if the owner had made the call
+    assert call.owner[1] is not None and StageCall({}).owner is None
+    job = subprocess.Popen([sys.executable, "-c", script, pickle.dumps(call).hex()], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "ready"  # watching (however long the imports took)
+        time.sleep(1.5)
+        assert job.poll() is None  # the owner lives: the stage goes on
+        owner.kill()
+        owner.wait()
+        assert job.wait(timeout=60) == 1  # the owner is gone: the stage stops within a poll or two
+    finally:
+        for p in (owner, job):
+            if p.poll() is None:
+                p.kill()

@@ -1,4 +1,5 @@
-"""Device-resident CIFAR batches and batched crop/flip augmentation, without a DataLoader (spec/empirical.md §1, §4).
+"""Device-resident CIFAR batches and batched crop/flip augmentation, without a DataLoader
+(docs/protocol.md#data-and-splits).
 
 Images stay uint8 on the device; a batch is gathered by index, augmented as one tensor and converted to float in
 [0, 1]. Normalisation is not done here: it is a layer inside the model, which takes the constants below.
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# spec §1
+# docs/protocol.md#data-and-splits
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)
 

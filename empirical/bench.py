@@ -2,12 +2,12 @@
 
     python -m empirical.bench [--out FILE.json] [--steps 60] [--quick]
 
-ResNet-18 on CIFAR-10, SGD and SAM at batch 256 and 512, epochs of 50,000 images as in the spec's H100 anchor (a
-pretraining epoch here has 45,000). *Ours*: uint8 images resident on the device, batched crop/flip there, bf16
-autocast, channels_last, fused SGD, eager and with the step captured as a CUDA graph (CUDA only). *Baseline* (the
-authors' style): a torch DataLoader with per-sample CPU crop/flip, fp32, torch's default SGD. Each is timed over
-``--steps`` steps after warm-up with CUDA events and scaled to one epoch. Anchor on one H100 with such a baseline:
-SGD 2.7 s, SAM 5.5 s per epoch at batch 256; target SGD <= 0.8 s and SAM <= 1.6 s.
+ResNet-18 on CIFAR-10, SGD and SAM at batch 256 and 512, epochs of 50,000 images as in the H100 anchor of
+docs/protocol.md#speed (a pretraining epoch here has 45,000). *Ours*: uint8 images resident on the device, batched
+crop/flip there, bf16 autocast, channels_last, fused SGD, eager and with the step captured as a CUDA graph (CUDA only).
+*Baseline* (the authors' style): a torch DataLoader with per-sample CPU crop/flip, fp32, torch's default SGD. Each is
+timed over ``--steps`` steps after warm-up with CUDA events and scaled to one epoch. Anchor on one H100 with such a
+baseline: SGD 2.7 s, SAM 5.5 s per epoch at batch 256; target SGD <= 0.8 s and SAM <= 1.6 s.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .steps import GraphedStep, make_step, optimizer_step, steps_in_bf16
 from .trainer import build_optimizer, resolve_device
 
-EPOCH_IMAGES = 50_000  # the anchor's epoch (spec/empirical.md §4); our 45k split trains 10 % faster per epoch
+EPOCH_IMAGES = 50_000  # the anchor's epoch (docs/protocol.md#speed); our 45k split trains 10 % faster per epoch
 
 
 class _CpuAugmented(torch.utils.data.Dataset):
@@ -86,7 +86,7 @@ def time_ours(cfg: TrainConfig, images, labels, steps: int, device) -> float:
 
     data = DeviceData(images, labels, device)
     model = build_model(cfg.arch, 10, cfg.width, "cifar10").to(device)
-    if cfg.channels_last:  # as the trainer: channels_last on CPUs too (spec §4)
+    if cfg.channels_last:  # as the trainer: channels_last on CPUs too (docs/protocol.md#speed)
         model = model.to(memory_format=torch.channels_last)
     step = make_step(model, build_optimizer(cfg, model, device), device,
                      bf16=steps_in_bf16(cfg.bf16, cfg.optimizer, cfg.sam_bf16), compile=cfg.compile,
@@ -241,8 +241,9 @@ def table_rows(record: dict) -> list[str]:
 def sam_correction_cosine(device: torch.device, rho: float = 0.1, adaptive: bool = False, width: int = 64,
                           batch_size: int = 256, seed: int = 0) -> float:
     """Cosine between the SAM correction ``g(W+ε) − g(W)`` computed under bf16 autocast and in fp32, on a ResNet-18 at
-    its seeded initialisation and one random batch (spec §2: 0.29 at ρ=0.02, 0.75 at ρ=0.1, 0.27 for ASAM ρ=0.1,
-    measured on a CPU). ε = ρ T² g / ||T g|| from each precision's own g, as the optimizer does. 1 = faithful."""
+    its seeded initialisation and one random batch (docs/protocol.md#precision: 0.29 at ρ=0.02, 0.75 at ρ=0.1, 0.27 for
+    ASAM ρ=0.1, measured on a CPU). ε = ρ T² g / ||T g|| from each precision's own g, as the optimizer does.
+    1 = faithful."""
     from .models import build_model
     from .sam import disable_running_stats
 

@@ -1,4 +1,5 @@
-"""Configuration of one pretraining or retraining run (spec/empirical.md §1): a frozen dataclass, presets, overrides.
+"""Configuration of one pretraining or retraining run (docs/protocol.md#presets): a frozen dataclass, presets,
+overrides.
 
 The ``paper`` preset is the paper's recipe: SGD momentum 0.9, weight decay 5e-4, lr 0.1, batch 256, cosine over
 200 epochs, seed 2; SAM/ASAM wrap the same SGD. ``smoke`` runs on a CPU in seconds on a few hundred images.
@@ -77,7 +78,7 @@ class TrainConfig:
     forget_seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA only, SGD steps (evaluation is always fp32)
-    sam_bf16: bool = False  # SAM/ASAM steps in bf16 too (default fp32/TF32: spec §2)
+    sam_bf16: bool = False  # SAM/ASAM steps in bf16 too (default fp32/TF32: docs/protocol.md#precision)
     channels_last: bool = True
     compile: bool = False  # torch.compile of the model's forward
     cuda_graphs: bool = False  # capture the whole step (both SAM passes, the update) once and replay it (CUDA only)
@@ -122,14 +123,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # minutes on one H100: ResNet-18 at full width to >= 93 % test accuracy (a guess until a GPU run says: 40 epochs
     # rather than 30 leave margin for the JPEG copy's lower accuracy; lr 0.2 is the paper's 0.1 scaled to batch 512)
     "quick": dict(epochs=40, batch_size=512, lr=0.2, warmup_epochs=1.0, label_smoothing=0.1),
-    # the CPU-scale protocol of the 2-core machine (spec §4): ResNet-18 at width 16, channels_last, a class-balanced
-    # subset of 2,000 images per class (18k train / 2k val; the full 10k test set), |F| = 1200 (6.7 % of the training
-    # split, as 3000 of 45k), 12 epochs at batch 128 with one warmup epoch. Not the paper's setting: say so.
+    # the CPU-scale protocol of the 2-core machine (docs/protocol.md#presets): ResNet-18 at width 16, channels_last,
+    # a class-balanced subset of 2,000 images per class (18k train / 2k val; the full 10k test set), |F| = 1200
+    # (6.7 % of the training split, as 3000 of 45k), 12 epochs at batch 128 with one warmup epoch. Not the paper's
+    # setting: say so.
     # SAM's radius is 0.05 (Foret et al.'s CIFAR-10 value): at rho 0.1 the 12-epoch SAM model underfit (test 73.0 %
     # against SGD's 76.4 %, final train loss 0.72 against 0.58; docs/protocol-cpu.md)
     "cpu": dict(limit_per_class=2000, width=16, epochs=12, batch_size=128, lr=0.1, warmup_epochs=1.0,
                 forget_size=1200, bf16=False, channels_last=True, rho=0.05),
-    # the paper's recipe (spec §1)
+    # the paper's recipe (docs/protocol.md#pretraining-and-retraining)
     "paper": dict(),
 }
 
@@ -141,5 +143,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        from simulations.fields import suggest
+
+        raise ConfigError(f"unknown preset {preset!r}{suggest(preset, PRESETS)}; choose one of {', '.join(PRESETS)}")
     return TrainConfig(**{**PRESETS[preset], **(overrides or {})})

@@ -1,6 +1,6 @@
 """CIFAR-10/100 as uint8 arrays, and the seeded subsets (train/val, forget/retain) every stage shares.
 
-Spec: ``spec/empirical.md`` §1 (protocol: 45k/5k split, |F| = 3000) and §5 (data notes). Accepted layouts:
+Described in ``docs/protocol.md`` (sections "Data and splits", "Forget sets"). Accepted layouts:
 
 - ``cifar-10-batches-py/`` (``data_batch_1..5``, ``test_batch``, ``batches.meta``) and ``cifar-100-python/``
   (``train``, ``test``, ``meta``): the standard python pickles, read natively;
@@ -64,7 +64,7 @@ class CifarArrays:
     """One dataset in memory. Images are uint8 (N, 32, 32, 3) (HWC, as stored); labels int64.
 
     ``train_index[i]`` is the position of training image i in the original CIFAR training order (-1 if unknown),
-    which aligns it with C-scores and published per-sample scores (spec §5).
+    which aligns it with C-scores and published per-sample scores (docs/protocol.md#data-and-splits).
     """
 
     name: str
@@ -98,7 +98,8 @@ class CifarArrays:
         return cached
 
 
-REPO_DATA_DIR = REPO_ROOT / ".data"  # git-ignored: the data a device call carries (spec §5)
+# git-ignored: the data a device call carries (docs/protocol.md#data-files-and-the-gpu-machine)
+REPO_DATA_DIR = REPO_ROOT / ".data"
 
 
 def data_root_candidates() -> list[Path]:
@@ -246,7 +247,8 @@ def _decode(blobs: list[bytes]) -> np.ndarray:
 
 
 def _decode_jpeg_archive(archive: Path, cscores: Path | None, limit_per_class: int | None) -> CifarArrays:
-    """Decode the archive; with ``cscores``, put training images back in the original CIFAR order (spec §5).
+    """Decode the archive; with ``cscores``, put training images back in the original CIFAR order
+    (docs/protocol.md#data-and-splits).
 
     The k-th file (by number) of class c is the k-th training sample of class c in the original order, so its
     original index is the k-th position of c in the C-score file's ``labels``.
@@ -300,8 +302,9 @@ def _load_extremes(path: Path) -> CifarArrays:
 
 # ----------------------------------------------------------------------------------------------------- subsets
 def split_train_val(labels: np.ndarray, seed: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded per-class hold-out (spec §1: 50k → 45k train + 5k val): ``round(val_fraction * n_c)`` of each class
-    goes to val. Returns sorted int64 index arrays ``(train_idx, val_idx)`` into ``labels``."""
+    """Seeded per-class hold-out (docs/protocol.md#data-and-splits: 50k → 45k train + 5k val):
+    ``round(val_fraction * n_c)`` of each class goes to val. Returns sorted int64 index arrays ``(train_idx, val_idx)``
+    into ``labels``."""
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction={val_fraction}: must lie in [0, 1)")
     labels = np.asarray(labels)
@@ -315,7 +318,8 @@ def split_train_val(labels: np.ndarray, seed: int, val_fraction: float = 0.1) ->
 def forget_retain_split(train_idx: np.ndarray, labels: np.ndarray, kind: str = "random", size: int = 3000,
                         seed: int = 0, cls: int | None = None, scores: np.ndarray | None = None,
                         level: str = "high") -> tuple[np.ndarray, np.ndarray]:
-    """Split the training indices into forget set F and retain set R = train \\ F (spec §1, |F| = 3000).
+    """Split the training indices into forget set F and retain set R = train \\ F
+    (docs/protocol.md#forget-sets, |F| = 3000).
 
     ``kind='random'``: a seeded sample of ``size`` training indices; ``kind='class'``: every training index of class
     ``cls`` (``size`` is ignored); ``kind='memorization'``: by the memorization score ``scores`` (one per training

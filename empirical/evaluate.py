@@ -1,4 +1,4 @@
-"""Evaluate an unlearned model against the retrained one (spec/empirical.md §3).
+"""Evaluate an unlearned model against the retrained one (docs/protocol.md#metrics).
 
     python -m empirical evaluate --run results/neggrad --retrain results/retrain --out results/neggrad/metrics.json
 
@@ -61,9 +61,11 @@ def load_run(run: Path, device: torch.device, data_root: str = ""):
 
 
 def describe(model, prepared, device: torch.device, seed: int = 0, mia_features: tuple[str, ...] = MIA_FEATURES,
-             wp_points: int = 1000, landscape_grid: int = 0, bf16: bool = False) -> dict[str, Any]:
+             wp_points: int = 1000, landscape_grid: int = 0, bf16: bool = False,
+             progress: bool | None = None) -> dict[str, Any]:
     """Accuracies, MIA efficacy and entanglement of one model on its prepared data (fp32: evaluation never
-    autocasts; ``bf16`` is for comparisons only)."""
+    autocasts; ``bf16`` is for comparisons only). ``progress``: the landscape's bar over its grid points (None: when
+    stderr is a terminal)."""
     def outputs(data, idx):
         return model_outputs(model, data, idx, device, bf16=bf16)
 
@@ -102,7 +104,7 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
 
         sets = {"forget": (prepared.data, prepared.forget_idx),
                 "test": (prepared.test, torch.arange(len(prepared.test), device=device))}
-        surfaces = landscape(model, sets, seed=seed, grid=landscape_grid, device=device)
+        surfaces = landscape(model, sets, seed=seed, grid=landscape_grid, device=device, progress=progress)
         result["landscape"] = {name: {"summary": s["summary"], "alphas": np.asarray(s["alphas"]).tolist(),
                                       "loss": np.asarray(s["loss"]).tolist()} for name, s in surfaces.items()}
     return result
@@ -110,13 +112,14 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
 
 def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
              mia_features: tuple[str, ...] = MIA_FEATURES, wp_points: int = 1000, landscape_grid: int = 0,
-             device: str = "auto", data_root: str = "", reference: dict | None = None) -> dict[str, Any]:
+             device: str = "auto", data_root: str = "", reference: dict | None = None,
+             progress: bool | None = None) -> dict[str, Any]:
     """The metrics of ``run`` against ``retrain`` (module docstring); written to ``out`` when given (checked, and its
     folder locked, before anything is computed: :mod:`simulations.runfolder`). ``reference``: the retrained model's
     :func:`describe` computed before with the same settings (the protocol computes it once per forget set)."""
     if out is None:
         return _evaluate(run, retrain, None, seed, mia_features, wp_points, landscape_grid, device, data_root,
-                         reference)
+                         reference, progress)
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the metrics JSON file (e.g. {out / 'metrics.json'})")
@@ -124,7 +127,7 @@ def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
         raise ConfigError(f"--out {out} would overwrite a run's own {out.name}; name another file (metrics.json)")
     with RunFolder(out.parent, "evaluate", marker=False) as folder:
         result = _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root,
-                           reference)
+                           reference, progress)
         folder.begin()
         atomic_write_json(out, result)
     return result
@@ -135,7 +138,7 @@ RUN_FILES = ("record.json", "model.pt", "mask.pt", "split.npz", "checkpoint.pt",
 
 
 def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root,
-              reference=None) -> dict:
+              reference=None, progress=None) -> dict:
     from .trainer import resolve_device
 
     if HEADLINE_MIA_FEATURE not in mia_features:
@@ -152,7 +155,8 @@ def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, 
     if not torch.equal(prepared.forget_idx.cpu(), prepared_rt.forget_idx.cpu()):
         raise ConfigError(f"{run} and {retrain} have different forget sets: retrain on the same split "
                           "(python -m empirical retrain --set split_file=<pretrain run>/split.npz)")
-    kwargs = dict(seed=seed, mia_features=mia_features, wp_points=wp_points, landscape_grid=landscape_grid)
+    kwargs = dict(seed=seed, mia_features=mia_features, wp_points=wp_points, landscape_grid=landscape_grid,
+                  progress=progress)
     ours = describe(model, prepared, dev, **kwargs)
     ref = reference if reference is not None else describe(model_rt, prepared_rt, dev, **kwargs)
     mia, mia_rt = ours["mia_efficacy"][HEADLINE_MIA_FEATURE], ref["mia_efficacy"][HEADLINE_MIA_FEATURE]
@@ -165,19 +169,28 @@ def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, 
         "tow_signed_authors_code": tow(ours["accuracy"], ref["accuracy"], signed=True),
         "tow_mia": tow_mia(ours["accuracy"], mia, ref["accuracy"], mia_rt),
         "avg_gap": avg_gap(ours["accuracy"], mia, ref["accuracy"], mia_rt),
-        "unlearned": ours, "retrained": ref, "provenance": provenance(str(dev)),
+        "unlearned": ours, "retrained": ref, "units": UNITS, "provenance": provenance(str(dev)),
     }
     return result
 
 
+# the units of the numbers in a metrics file (the screen shows ToW, ToW-MIA and MIA efficacy x100, in percent)
+UNITS = {"accuracy": "percent (0-100)", "mia_efficacy": "fraction (0-1)", "tow": "fraction (0-1)",
+         "tow_signed_authors_code": "fraction (can exceed 1)", "tow_mia": "fraction (0-1)",
+         "avg_gap": "percentage points (MIA efficacy x100)", "e_var": "raw ratio (see entanglement.units)",
+         "e_wp": "raw ratio", "landscape": "mean cross-entropy (nats); basin_ratio in percent"}
+
+
 def summary_lines(result: dict) -> list[str]:
+    """The screen table: accuracies and MIA efficacy in percent, ToW and ToW-MIA x100, the avg gap in percentage
+    points (the metrics file keeps fractions: its ``units``)."""
     ours, ref = result["unlearned"], result["retrained"]
-    lines = [f"{'':10s} {'RA':>7s} {'FA':>7s} {'TA':>7s} {'MIA':>7s} {'E_Var':>8s} {'E_Wp':>7s}"]
+    lines = [f"{'':10s} {'RA %':>7s} {'FA %':>7s} {'TA %':>7s} {'MIA %':>7s} {'E_Var':>8s} {'E_Wp':>7s}"]
     for name, r in (("unlearned", ours), ("retrain", ref)):
         a, e = r["accuracy"], r["entanglement"]
         lines.append(f"{name:10s} {a['retain']:7.2f} {a['forget']:7.2f} {a['test']:7.2f} "
-                     f"{r['mia_efficacy'][HEADLINE_MIA_FEATURE]:7.3f} {e['e_var']:8.3f} {e['e_wp']:7.3f}")
+                     f"{100 * r['mia_efficacy'][HEADLINE_MIA_FEATURE]:7.2f} {e['e_var']:8.3f} {e['e_wp']:7.3f}")
     signed = 100 * result["tow_signed_authors_code"]
-    lines.append(f"ToW {100 * result['tow']:.2f}  ToW-MIA {100 * result['tow_mia']:.2f}  avg gap "
-                 f"{result['avg_gap']:.2f}  (signed ToW of the authors' code {signed:.2f})")
+    lines.append(f"ToW x100 {100 * result['tow']:.2f}  ToW-MIA x100 {100 * result['tow_mia']:.2f}  avg gap "
+                 f"{result['avg_gap']:.2f} pp  (signed ToW x100 of the authors' code {signed:.2f})")
     return lines

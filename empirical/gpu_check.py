@@ -13,9 +13,9 @@ what finished.
 2. precision: the cosine between the SAM correction g(W+ε) − g(W) under bf16 autocast and in fp32 (SAM ρ=0.02,
    ρ=0.1, ASAM ρ=0.1; ResNet-18 at init), so the fp32 default for SAM can be revisited with a number;
 3. the CUDA-graph check and a short epoch benchmark: ours vs the DataLoader/NCHW/fp32 baseline;
-4. the quick protocol (spec §1): ResNet-18 pretrained with SGD and with SAM (test accuracy reported), F_high and
-   F_low by the C-score proxy, a retrain per forget set, NegGrad and Sharp MinMax × {SGD, SAM} from both models, all
-   metrics but the landscape (ToW, signed ToW, ToW-MIA, MIA, avg gap, E_Var in both units, E_Wp).
+4. the quick protocol (docs/protocol.md#presets): ResNet-18 pretrained with SGD and with SAM (test accuracy reported),
+   F_high and F_low by the C-score proxy, a retrain per forget set, NegGrad and Sharp MinMax × {SGD, SAM} from both
+   models, all metrics but the landscape (ToW, signed ToW, ToW-MIA, MIA, avg gap, E_Var in both units, E_Wp).
 
 Budget guard: a training stage whose estimate (by the benchmark's epoch time) does not fit in what is left of
 ``--budget-s`` is skipped with that reason, and so is every stage that needs it; an unlearning job is skipped when

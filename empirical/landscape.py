@@ -1,4 +1,4 @@
-"""Loss landscapes around a trained or unlearned model (spec/empirical.md §3, "Loss landscape").
+"""Loss landscapes around a trained or unlearned model (docs/protocol.md#metrics, "loss landscape").
 
 The loss is evaluated on the plane ``W + α·d1 + β·d2`` spanned by two random directions, on a grid of α, β in
 ``[−span, span]`` (25 × 25 on [−1, 1] by default), separately on the forget set F and on the test set, in eval mode
@@ -44,6 +44,7 @@ Summary (:func:`landscape_summary`)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -158,10 +159,24 @@ def _resolve_device(model: nn.Module, device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
+def _progress_bar(progress: bool | None, total: int, desc: str):
+    """A tqdm bar over ``total`` grid points, or None: off when ``progress`` is False, or when it is None and stderr
+    is not a terminal (as the trainer's bar)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="point", desc=desc, dynamic_ncols=True)
+
+
 def _scan(model: nn.Module, batches: list, count: int, device: torch.device, bf16: bool, d1: Directions,
-          alphas: np.ndarray, d2: Directions | None = None, betas: np.ndarray | None = None) -> np.ndarray:
+          alphas: np.ndarray, d2: Directions | None = None, betas: np.ndarray | None = None,
+          bar=None) -> np.ndarray:
     """Mean cross-entropy at ``base + α_i·d1 (+ β_j·d2)`` for every grid point, shape (len(alphas), len(betas) or 1).
-    Parameters and train/eval flags are restored on exit, also on an exception."""
+    Parameters and train/eval flags are restored on exit, also on an exception. ``bar``: a progress bar advanced
+    by one per grid point."""
     params = list(model.parameters())
     modes = [(m, m.training) for m in model.modules()]
     with torch.no_grad():
@@ -184,6 +199,8 @@ def _scan(model: nn.Module, batches: list, count: int, device: torch.device, bf1
                             logits = model(x)
                         total += F.cross_entropy(logits.float(), y, reduction="sum")
                     losses[i, j] = total
+                    if bar is not None:
+                        bar.update(1)
         finally:
             torch._foreach_copy_(params, base)
             for m, training in modes:
@@ -193,13 +210,14 @@ def _scan(model: nn.Module, batches: list, count: int, device: torch.device, bf1
 
 def loss_surface(model: nn.Module, data, indices, directions: tuple[Directions, Directions], grid: int = 25,
                  span: float = 1.0, batch_size: int = 1024, device: torch.device | str | None = None,
-                 bf16: bool = False) -> dict[str, np.ndarray]:
+                 bf16: bool = False, progress: bool | None = None, desc: str = "landscape") -> dict[str, np.ndarray]:
     """Mean cross-entropy over ``indices`` of ``data`` (a :class:`empirical.augment.DeviceData`) on the plane
     ``W + α·d1 + β·d2``, α and β on ``grid`` points of [−span, span], in eval mode without augmentation.
 
     Returns ``{"alphas": (grid,), "betas": (grid,), "loss": (grid, grid)}`` with ``loss[i, j]`` at
     ``(alphas[i], betas[j])``; the centre ``loss[grid // 2, grid // 2]`` is the model's own loss. ``device`` (default:
     the parameters' device) is where the batches go and what decides bf16 autocast. The model comes back unchanged.
+    ``progress``: a tqdm bar over the grid points on stderr (None: when stderr is a terminal), labelled ``desc``.
     """
     grid, span = _check_points("grid", grid), _check_span(span)
     if isinstance(directions, torch.Tensor) or not isinstance(directions, Sequence) or len(directions) != 2:
@@ -209,13 +227,18 @@ def loss_surface(model: nn.Module, data, indices, directions: tuple[Directions, 
     device = _resolve_device(model, device)
     batches, count = _batches(data, indices, batch_size, device)
     alphas, betas = _grid(grid, span), _grid(grid, span)
-    loss = _scan(model, batches, count, device, bf16, d1, alphas, d2, betas)
+    bar = _progress_bar(progress, grid * grid, desc)
+    try:
+        loss = _scan(model, batches, count, device, bf16, d1, alphas, d2, betas, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     return {"alphas": alphas, "betas": betas, "loss": loss}
 
 
 def loss_slice(model: nn.Module, data, indices, direction: Directions, points: int = 25, span: float = 1.0,
                batch_size: int = 1024, device: torch.device | str | None = None,
-               bf16: bool = False) -> dict[str, np.ndarray]:
+               bf16: bool = False, progress: bool | None = None) -> dict[str, np.ndarray]:
     """1-D version of :func:`loss_surface` along one direction: ``{"alphas": (points,), "loss": (points,)}`` with
     ``loss[i]`` the mean cross-entropy at ``W + alphas[i]·direction``."""
     points, span = _check_points("points", points), _check_span(span)
@@ -223,7 +246,12 @@ def loss_slice(model: nn.Module, data, indices, direction: Directions, points: i
     device = _resolve_device(model, device)
     batches, count = _batches(data, indices, batch_size, device)
     alphas = _grid(points, span)
-    loss = _scan(model, batches, count, device, bf16, d, alphas)[:, 0]
+    bar = _progress_bar(progress, points, "landscape slice")
+    try:
+        loss = _scan(model, batches, count, device, bf16, d, alphas, bar=bar)[:, 0]
+    finally:
+        if bar is not None:
+            bar.close()
     return {"alphas": alphas, "loss": loss}
 
 
@@ -246,17 +274,20 @@ def landscape_summary(loss_grid: np.ndarray) -> dict[str, float]:
 
 def landscape(model: nn.Module, sets: Mapping[str, tuple[Any, Any]], seed: int, grid: int = 25, span: float = 1.0,
               normalization: str = "tensor", ignore_bn_and_bias: bool = False, batch_size: int = 1024,
-              device: torch.device | str | None = None, bf16: bool = False) -> dict[str, dict[str, Any]]:
-    """The spec's whole measurement: one pair of directions, then per named set (e.g. ``{"forget": (train_data,
-    forget_idx), "test": (test_data, None-or-indices)}``) the surface, its summary and its two axis slices
-    (``slice_alpha`` = loss along d1 at β = 0, ``slice_beta`` along d2 at α = 0; read off the grid, no extra cost)."""
+              device: torch.device | str | None = None, bf16: bool = False,
+              progress: bool | None = None) -> dict[str, dict[str, Any]]:
+    """The whole measurement of docs/protocol.md#metrics: one pair of directions, then per named set (e.g. ``{"forget":
+    (train_data, forget_idx), "test": (test_data, None-or-indices)}``) the surface, its summary and its two axis slices
+    (``slice_alpha`` = loss along d1 at β = 0, ``slice_beta`` along d2 at α = 0; read off the grid, no extra cost).
+    ``progress``: one tqdm bar per set over its grid points (None: when stderr is a terminal)."""
     if not sets:
         raise ConfigError("sets is empty: name at least one (data, indices) pair, e.g. the forget and test sets")
     directions = random_directions(model, seed, normalization, ignore_bn_and_bias)
     out = {}
     for name, (data, indices) in sets.items():
         idx = np.arange(len(data)) if indices is None else indices
-        surf = loss_surface(model, data, idx, directions, grid, span, batch_size, device, bf16)
+        surf = loss_surface(model, data, idx, directions, grid, span, batch_size, device, bf16, progress=progress,
+                            desc=f"landscape {name} ({grid}x{grid})")
         c = grid // 2
         out[name] = {**surf, "summary": landscape_summary(surf["loss"]),
                      "slice_alpha": surf["loss"][:, c].copy(), "slice_beta": surf["loss"][c, :].copy()}

@@ -1,4 +1,4 @@
-"""Memorization scores estimated by the project itself (spec/empirical.md §1): subset training.
+"""Memorization scores estimated by the project itself (docs/protocol.md#forget-sets): subset training.
 
     python -m empirical memorization --preset quick --models 16 --fraction 0.7 --out results/mem
     python -m empirical pretrain --preset quick --set forget_kind=memorization \\

@@ -1,6 +1,6 @@
-"""The unlearning methods as a registry (spec/empirical.md §2): each method is a small unit — its hyperparameter
-dataclass (defaults from the spec; guesses say so), its learning rate and epochs (RUM's grid), the phases an epoch
-passes over, and its step. :func:`empirical.unlearn.unlearn` is one generic loop over these units.
+"""The unlearning methods as a registry (docs/protocol.md#unlearning-methods): each method is a small unit — its
+hyperparameter dataclass (defaults from the paper and RUM; guesses say so), its learning rate and epochs (RUM's grid),
+the phases an epoch passes over, and its step. :func:`empirical.unlearn.unlearn` is one generic loop over these units.
 
 ========== ================================================================================ ======= ======
 method     objective                                                                        lr      epochs
@@ -18,7 +18,7 @@ minmax     W_F = M (``forget_rho`` = 0: "SAM on the retain loss only"; ``optimiz
            the ablation "masked NegGrad with SGD on both parts")
 ========== ================================================================================ ======= ======
 
-Masks (salun, sharp_minmax), ``mask_mode`` (spec §6 item 3):
+Masks (salun, sharp_minmax), ``mask_mode`` (docs/protocol.md#departures-from-the-authors-code, item 3):
 
 * ``paper`` (default): masked-out entries are frozen entirely for that optimizer's step — no gradient, no weight
   decay, no momentum — so W_R and W_F really are disjoint;
@@ -64,32 +64,33 @@ class NoSettings:
 
 @dataclass(frozen=True)
 class RLSettings:
-    rl_exclude_true: bool = False  # draw the new label from the other classes only (spec §2 "option")
+    # an option of docs/protocol.md#unlearning-methods
+    rl_exclude_true: bool = False  # draw the new label from the other classes only
 
 
 @dataclass(frozen=True)
 class NegGradSettings:
-    alpha: float = 0.99  # weight of the retain loss; spec §2 sweeps 0.9–0.999 (0.99: a guess inside that range)
+    alpha: float = 0.99  # weight of the retain loss; the paper sweeps 0.9–0.999 (0.99: a guess inside that range)
 
 
 @dataclass(frozen=True)
 class L1SparseSettings:
-    l1_weight: float = 5e-4  # γ₀, the initial L1 weight; spec §2: 1e-4…5e-4 swept (5e-4: a guess, sweep it)
+    l1_weight: float = 5e-4  # γ₀, the initial L1 weight; 1e-4…5e-4 swept (5e-4: a guess, sweep it)
 
 
 @dataclass(frozen=True)
 class ScrubSettings:
-    scrub_msteps: int = 4  # epochs that begin with a max-step pass over F (spec §2)
-    scrub_temperature: float = 4.0  # T (spec §2)
+    scrub_msteps: int = 4  # epochs that begin with a max-step pass over F (docs/protocol.md#unlearning-methods)
+    scrub_temperature: float = 4.0  # T (docs/protocol.md#unlearning-methods)
     scrub_beta: float = 0.001  # weight of the KL term of the min-step (a guess: the SCRUB code's default)
     scrub_gamma: float = 0.99  # weight of the CE term of the min-step (a guess, likewise)
 
 
 @dataclass(frozen=True)
 class SalUnSettings:
-    mask_fraction: float = 0.3  # q (spec §2: 0.3 on CIFAR-100)
-    mask_rule: str = "largest"  # largest |G| (the paper); smallest: the authors' code (spec §6 item 2)
-    mask_mode: str = "paper"  # paper | authors (module docstring; spec §6 item 3)
+    mask_fraction: float = 0.3  # q (the paper: 0.3 on CIFAR-100)
+    mask_rule: str = "largest"  # largest |G| (the paper); smallest: the authors' code (docs/protocol.md item 2)
+    mask_mode: str = "paper"  # paper | authors (module docstring; docs/protocol.md item 3)
     rl_exclude_true: bool = False
 
 
@@ -226,7 +227,7 @@ class Scrub(Method):
             with torch.no_grad():
                 target = run.teacher(run.layout(x))
             t = run.s.scrub_temperature
-            kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.softmax(target.float() / t, dim=1),
+            kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.softmax(target.float(), dim=1),
                           reduction="batchmean") * t * t
             return F.cross_entropy(logits, y), kl
 

@@ -1,4 +1,4 @@
-"""Unlearning metrics (spec/empirical.md §3): ToW, ToW-MIA, the avg gap, MIA efficacy (SalUn protocol) and feature
+"""Unlearning metrics (docs/protocol.md#metrics): ToW, ToW-MIA, the avg gap, MIA efficacy (SalUn protocol) and feature
 entanglement (E_Var, E_Wp, class-wise), plus the one pass over a model that they read (probabilities, labels,
 penultimate features). The loss landscape lives in :mod:`empirical.landscape`.
 
@@ -6,9 +6,9 @@ Units. Accuracies are percentages (0–100), as in the RUM and SalUn papers and 
 fraction in [0, 1], as in ToW-MIA's formula; the avg gap is in percentage points (MIA × 100 there). ToW and ToW-MIA
 lie in [0, 1] (report ×100).
 
-Spec §6 item 6: the authors' MIA takes the first 10k retain samples in index order as shadow-in and computes the
-modified entropy wrongly; here shadow-in is a seeded random sample of R, and the modified entropy is
-``−(1 − p_y) log p_y − Σ_{c≠y} p_c log(1 − p_c)``.
+docs/protocol.md#departures-from-the-authors-code, item 6: the authors' MIA takes the first 10k retain samples in index
+order as shadow-in and computes the modified entropy wrongly; here shadow-in is a seeded random sample of R, and the
+modified entropy is ``−(1 − p_y) log p_y − Σ_{c≠y} p_c log(1 − p_c)``.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def mia_efficacy(shadow_in: tuple[np.ndarray, np.ndarray], shadow_out: tuple[np.
 
 
 def shadow_in_indices(retain_idx: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A seeded random sample of the retain set the size of the test set (spec §6 item 6: not the first ``size``
-    retain indices in order)."""
+    """A seeded random sample of the retain set the size of the test set (docs/protocol.md item 6: not the first
+    ``size`` retain indices in order)."""
     retain_idx = np.asarray(retain_idx)
     if not 0 < size:
         raise MetricError(f"size={size}: the shadow-in set needs at least one sample")
@@ -161,12 +161,12 @@ def entanglement_var(retain_features: np.ndarray, forget_features: np.ndarray) -
     return float(within / max(between, _EPS))
 
 
-E_VAR_AUTHORS_DIVISOR = 1300.0  # spec §3 "Units": the authors' analysis script divides E_Var by 1300 and clips
+E_VAR_AUTHORS_DIVISOR = 1300.0  # docs/protocol.md#metrics: the authors' analysis script divides E_Var by 1300 and clips
 
 
 def e_var_authors_units(e_var: float) -> float:
-    """E_Var in the authors' units (spec §3): ``clip(E_Var / 1300, 0, 1)``. Our raw ratio is ``e_var``; this one is
-    reported beside it, labelled, so numbers can be set beside theirs."""
+    """E_Var in the authors' units (docs/protocol.md#metrics): ``clip(E_Var / 1300, 0, 1)``. Our raw ratio is ``e_var``;
+    this one is reported beside it, labelled, so numbers can be set beside theirs."""
     return float(min(1.0, max(0.0, e_var / E_VAR_AUTHORS_DIVISOR)))
 
 
@@ -233,8 +233,8 @@ class Outputs:
 @torch.no_grad()
 def model_outputs(model: torch.nn.Module, data, indices, device: torch.device, batch_size: int = 1024,
                   bf16: bool = False) -> Outputs:
-    """Eval mode, no augmentation, fp32 (``bf16=True`` autocasts on CUDA; evaluation never does, spec §2): softmax
-    probabilities and penultimate features of ``data``
+    """Eval mode, no augmentation, fp32 (``bf16=True`` autocasts on CUDA; evaluation never does,
+    docs/protocol.md#precision): softmax probabilities and penultimate features of ``data``
     (a :class:`empirical.augment.DeviceData`) at ``indices``. The model needs ``features(x)`` and ``classifier`` as in
     :mod:`empirical.models`; its train/eval mode is restored."""
     from .steps import autocast

@@ -1,4 +1,4 @@
-"""CIFAR networks of the empirical protocol (spec/empirical.md §1, "Models").
+"""CIFAR networks of the empirical protocol (docs/protocol.md#models).
 
 CIFAR-style ResNets (3×3 stride-1 stem, no max-pool; He et al. 2016 blocks) and VGG-16 with batch norm, each with
 the dataset's normalisation as its first layer, so every model takes float images in [0, 1] (uint8 is accepted and
@@ -20,7 +20,7 @@ from torch import nn
 
 from simulations.errors import ConfigError
 
-# spec §1: per-channel mean and std of the training images, applied inside the model
+# docs/protocol.md#data-and-splits: per-channel mean and std of the training images, applied inside the model
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),

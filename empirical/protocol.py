@@ -1,4 +1,4 @@
-"""The empirical protocol in one command (spec/empirical.md §1–3): pretrain with each optimizer, build the forget
+"""The empirical protocol in one command (docs/protocol.md): pretrain with each optimizer, build the forget
 sets, retrain on each, run every unlearning method with every unlearning optimizer, evaluate, tabulate.
 
     python -m empirical protocol --preset paper --pretrain sgd,sam,asam --forget high,mid,low \\
@@ -25,6 +25,7 @@ import contextlib
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,15 +144,15 @@ def run_protocol(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", fo
     plan = make_plan(out, preset, pretrain, forget, methods, unlearn_optimizers, train_overrides, unlearn_overrides,
                      mia_features, progress, force)
     with plan.folder():
-        for opt in plan.pre_opts:
-            plan.pretrain(opt)
-        for name in plan.splits():
-            plan.retrain(name)
+        todo = plan.stages(stages)
+        result = None
+        for k, (stage, args) in enumerate(todo, 1):
+            if progress is not False:  # which stage of how many, before it runs (it is skipped when done)
+                print(f"protocol stage {k}/{len(todo)}: {plan.stage_text(stage, args)}", file=sys.stderr, flush=True)
+            result = getattr(plan, stage)(*args)
         if stages == "train":
             return {"preset": preset, "stages": "train", "rows": [], "averages": []}
-        for job in plan.unlearn_jobs():
-            plan.unlearn(*job)
-        return plan.summary()
+        return result
 
 
 @dataclass
@@ -226,6 +227,53 @@ class Plan:
         if not _stage_done(folder, "retrain", _train_identity(cfg), self.force):
             train(cfg, folder, stage="retrain", progress=self.progress, force=self.force)
         return folder
+
+    def stages(self, which: str = "all") -> list[tuple[str, tuple]]:
+        """The stages in the order :func:`run_protocol` runs them, as (name of the Plan method, its arguments):
+        pretrain per optimizer, the forget sets, retrain per forget set, then (``which="all"``) unlearn + evaluate
+        per job and the summary."""
+        out = [("pretrain", (opt,)) for opt in self.pre_opts] + [("splits", ())] + \
+            [("retrain", (name,)) for name in self.forget_sets]
+        if which == "all":
+            out += [("unlearn", job) for job in self.unlearn_jobs()] + [("summary", ())]
+        return out
+
+    def stage_text(self, stage: str, args: tuple) -> str:
+        """One line saying what a stage does and where it writes."""
+        if stage == "pretrain":
+            return f"pretrain, pretraining optimizer {args[0]} -> pretrain_{args[0]}/"
+        if stage == "splits":
+            return f"forget sets {', '.join(self.forget_sets)} -> splits/"
+        if stage == "retrain":
+            return f"retrain (sgd) without forget set {args[0]} -> retrain_{args[0]}/"
+        if stage == "unlearn":
+            pre, name, method, opt = args
+            return (f"unlearn + evaluate: pretraining optimizer {pre}, unlearning optimizer {opt}, method {method}, "
+                    f"forget set {name} -> unlearn/{pre}_{name}_{method}_{opt}/")
+        return "summary -> summary.json, summary.csv"
+
+    def describe(self, which: str = "all") -> dict[str, Any]:
+        """What ``--print-config`` shows: every pretraining and retraining configuration, each method's unlearning
+        configuration (lr and epochs resolved; the optimizer and the forget set's split file vary per stage) and
+        the stages in order. Nothing is read or written."""
+        unlearn = {}
+        for method in self.methods:
+            cfg = self.unlearn_config(self.pre_opts[0], self.forget_sets[0], method, self.unlearn_opts[0])
+            unlearn[method] = {k: v for k, v in cfg.resolved().items() if k not in ("optimizer", "split_file")}
+        stages = []
+        for stage, args in self.stages(which):
+            keys = {"pretrain": ("optimizer",), "retrain": ("forget",),
+                    "unlearn": ("pretrain", "forget", "method", "optimizer")}.get(stage, ())
+            stages.append({"stage": stage, **dict(zip(keys, args)), "what": self.stage_text(stage, args)})
+        return {"out": str(self.out), "preset": self.preset,
+                "pretrain": {opt: {"hash": (c := self.pretrain_config(opt)).hash, "config": c.to_dict()}
+                             for opt in self.pre_opts},
+                "retrain": {name: {"hash": (c := self.retrain_config(name)).hash, "config": c.to_dict()}
+                            for name in self.forget_sets},
+                "unlearn": unlearn,
+                "unlearn_per_stage": {"optimizer": self.unlearn_opts,
+                                      "split_file": str(self.split_path("<forget set>"))},
+                "mia_features": list(self.mia_features), "stages": stages}
 
     def unlearn_jobs(self) -> list[tuple[str, str, str, str]]:
         return [(pre, name, method, opt) for pre in self.pre_opts for name in self.forget_sets
@@ -304,6 +352,14 @@ class Plan:
         return write_summary(self.out, self, rows, missing)
 
 
+# the units of a summary row's numbers (the screen shows AVG ToW and ToW-MIA x100)
+SUMMARY_UNITS = {"retain": "percent", "forget_acc": "percent", "test": "percent", "mia": "fraction (0-1)",
+                 "tow": "fraction (0-1)", "tow_mia": "fraction (0-1)", "avg_gap": "percentage points",
+                 "tow_signed_authors_code": "fraction (can exceed 1)", "e_var": "raw ratio",
+                 "e_var_authors_units": "clip(e_var / 1300, 0, 1)", "e_wp": "raw ratio",
+                 "avg_tow": "fraction (0-1)", "avg_tow_mia": "fraction (0-1)"}
+
+
 def _row(pre: str, name: str, method: str, opt: str, metrics: dict) -> dict[str, Any]:
     ours = metrics["unlearned"]
     return {"pretrain": pre, "forget": name, "method": method, "optimizer": opt,
@@ -328,8 +384,11 @@ def write_summary(out: Path, plan: Plan, rows: list[dict], missing: list[str] | 
                                  "avg_tow": float(np.mean([r["tow"] for r in sel])),
                                  "avg_tow_mia": float(np.mean([r["tow_mia"] for r in sel])),
                                  "forget_sets": [r["forget"] for r in sel]})
+    from simulations.provenance import command_line
+
     summary = {"preset": plan.preset, "train_overrides": plan.train_overrides, "unlearn_settings": plan.per_method,
-               "rows": rows, "averages": averages, "missing": list(missing or [])}
+               "rows": rows, "averages": averages, "missing": list(missing or []), "units": SUMMARY_UNITS,
+               "command": command_line()}
     atomic_write_json(out / "summary.json", summary)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=ROW_KEYS)
@@ -367,7 +426,8 @@ def _stage_done(folder: Path, kind: str, identity: dict, force: bool) -> bool:
         if kind == "unlearn":
             import hashlib
 
-            made = hashlib.sha256(repr(sorted(record.get("config", {}).items())).encode()).hexdigest()[:16]
+            made = record.get("config_hash") or \
+                hashlib.sha256(repr(sorted(record.get("config", {}).items())).encode()).hexdigest()[:16]
         else:
             made = record.get("config_hash")
         if made == identity["config"]:
@@ -388,7 +448,8 @@ def _read_metrics(path: Path) -> dict | None:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    lines = [f"{'pretrain':8s} {'method':13s} {'unlearn':7s} {'AVG ToW':>8s} {'ToW-MIA':>8s}  forget sets"]
+    lines = [f"{'pretrain':8s} {'method':13s} {'unlearn':7s} {'AVG ToW':>8s} {'ToW-MIA':>8s}  forget sets  "
+             "(ToW x100)"]
     for a in summary["averages"]:
         lines.append(f"{a['pretrain']:8s} {a['method']:13s} {a['optimizer']:7s} {100 * a['avg_tow']:8.2f} "
                      f"{100 * a['avg_tow_mia']:8.2f}  {','.join(a['forget_sets'])}")

@@ -1,4 +1,4 @@
-"""The result table of a protocol folder, in the paper's shape, from the run's own records (spec/empirical.md §1, §3).
+"""The result table of a protocol folder, in the paper's shape, from the run's own records (docs/protocol.md#metrics).
 
     python -m empirical report --protocol results/protocol-cpu --out docs/results/cpu
 
@@ -95,8 +95,9 @@ def table_lines(report: dict) -> list[str]:
 
 
 def claims(report: dict) -> list[dict[str, Any]]:
-    """What the table says about the paper's empirical claims (spec §1), each with its numbers and a verdict:
-    supports / contradicts when the difference exceeds :data:`MARGIN` ToW points, else cannot decide (one seed)."""
+    """What the table says about the paper's empirical claims (docs/protocol.md#what-the-paper-reports), each with its
+    numbers and a verdict: supports / contradicts when the difference exceeds :data:`MARGIN` ToW points, else cannot
+    decide (one seed)."""
     rows = report["rows"]
 
     def avg(key: str, **match) -> float:
@@ -154,7 +155,8 @@ def markdown(report: dict) -> str:
              f"{cfg['lr']} (cosine, {cfg['warmup_epochs']} warmup epochs), {cfg['limit_per_class'] or 'all'} images "
              f"per class, |F| = {cfg['forget_size']}; forget sets by the C-score proxy (1 − C-score, not the "
              f"Feldman & Zhang score of the paper). Unlearning settings per method: "
-             f"`{json.dumps(report.get('unlearn_settings', {}))}` (method defaults otherwise: spec §2).", "",
+             f"`{json.dumps(report.get('unlearn_settings', {}))}` (method defaults otherwise: "
+             "docs/protocol.md#unlearning-methods).", "",
              f"Compute (sum of epoch times from the records): pretraining {seconds['pretrain'] / 60:.1f} min, "
              f"retraining {seconds['retrain'] / 60:.1f} min, unlearning {seconds['unlearn'] / 60:.1f} min "
              "(evaluation not included).", "",

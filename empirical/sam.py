@@ -1,5 +1,5 @@
-"""The project's one SAM optimizer: generalised (A)SAM with sign, mix and masks (spec/empirical.md §2, "Generalised
-SAM"; the simulator's functional step :func:`simulations.optim.sam_step` is checked against it in
+"""The project's one SAM optimizer: generalised (A)SAM with sign, mix and masks (docs/protocol.md#the-sam-optimizer;
+the simulator's functional step :func:`simulations.optim.sam_step` is checked against it in
 ``tests/test_empirical_sam.py``).
 
 With ``g = ∇L(W)`` over the parameters that have a gradient::
@@ -87,7 +87,7 @@ class SAM(torch.optim.Optimizer):
         """Restrict updates: ``masks`` maps a parameter to a tensor of its shape, or is a list aligned with the
         parameters in param-group order (None = unmasked). Nonzero entries train, zero entries are frozen.
 
-        ``freeze=False`` is the authors' masking instead (spec §6 item 3): the mask multiplies the gradient at
+        ``freeze=False`` is the authors' masking instead (docs/protocol.md item 3): the mask multiplies the gradient at
         W + ε before the mix, ``g_final = g + sλ(M ⊙ g' − g)`` (with ``rho = 0``: ``g_final = M ⊙ g``), and nothing
         is frozen — weight decay and momentum still move masked-out entries."""
         params = [p for group in self.param_groups for p in group["params"]]

@@ -1,5 +1,5 @@
 """One training step as a callable ``step(x, y) -> loss`` (a device tensor, no host sync): eager, or captured once as
-a CUDA graph and replayed for every batch (spec/empirical.md §4, "CUDA graphs").
+a CUDA graph and replayed for every batch (docs/protocol.md#speed).
 
 A ResNet-18 step at batch 256 on an H100 is a few milliseconds of GPU work spread over several hundred kernels
 (twice that for SAM, plus the foreach/fused optimizer kernels). Launching them from Python costs a sizeable share of
@@ -44,7 +44,7 @@ def autocast(device: torch.device, enabled: bool):
 def steps_in_bf16(bf16: bool, optimizer: str, sam_bf16: bool = False) -> bool:
     """Whether training steps autocast to bf16 (CUDA only): SGD steps when ``bf16``; SAM/ASAM steps only with
     ``sam_bf16`` too — the SAM correction g(W+ε) − g(W) is a small difference of two gradients that bf16 blurs
-    (spec §2: cosine with fp32 0.29 at ρ=0.02 on a CPU), so SAM computes in fp32/TF32 by default."""
+    (docs/protocol.md#precision: cosine with fp32 0.29 at ρ=0.02 on a CPU), so SAM computes in fp32/TF32 by default."""
     return bf16 and (optimizer == "sgd" or sam_bf16)
 
 

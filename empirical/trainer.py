@@ -1,4 +1,4 @@
-"""Pretraining and retraining on CIFAR with the data on the device (spec/empirical.md §1, §4).
+"""Pretraining and retraining on CIFAR with the data on the device (docs/protocol.md#pretraining-and-retraining).
 
 One loop for both stages: ``pretrain`` trains on the 45k training split, ``retrain`` on the retain set R only (the
 gold standard of unlearning), with the same recipe. The loop keeps the data as uint8 on the device with batched
@@ -232,7 +232,7 @@ def _train(cfg: TrainConfig, out: Path, stage: str, folder: RunFolder, prepared:
     state = None if folder.replacing else _load_checkpoint(out / CHECKPOINT, cfg, stage)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, prepared.num_classes, cfg.width, cfg.dataset).to(device)
-    if cfg.channels_last:  # faster on CPUs too (spec §4: 107 vs 152 ms per step at width 16)
+    if cfg.channels_last:  # faster on CPUs too (docs/protocol.md#speed: 107 vs 152 ms per step at width 16)
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, device)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)

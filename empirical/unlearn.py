@@ -1,4 +1,4 @@
-"""Unlearning methods on a pretrained CIFAR model (spec/empirical.md §2, §6).
+"""Unlearning methods on a pretrained CIFAR model (docs/protocol.md#unlearning-methods).
 
     python -m empirical unlearn --from results/pre --method neggrad --set alpha=0.99 --out results/neggrad
 
@@ -15,13 +15,15 @@ Settings are flat: shared ones (:class:`CommonSettings`) and the method's own, e
 
 Mask (salun, sharp_minmax): G = Σ over F batches of ∇θ[−CE(F batch)] with the model in eval mode; M = 1 on the
 fraction ``mask_fraction`` of entries with the largest |G|, ranked over all parameters together (``mask_rule``
-"smallest" is the authors' code, spec §6 item 2). The mask is saved with the forget set's id. ``mask_mode`` paper
-(default) freezes masked-out entries entirely; authors is the released code's masking (spec §6 item 3).
+"smallest" is the authors' code, docs/protocol.md item 2). The mask is saved with the forget set's id. ``mask_mode``
+paper (default) freezes masked-out entries entirely; authors is the released code's masking (item 3).
 
 Precision: SAM/ASAM steps run in fp32 (TF32 on CUDA) unless ``sam_bf16=true``; evaluation is always fp32.
-Choices of spec §6, as options: ``base`` sgd (default) or adamw (the released code, item 1); ``forget_bn`` "train"
-(default: forget batches move BatchNorm statistics, as the methods do) or "eval" (item 5).
-The learning-rate schedule is constant by default (``schedule=cosine`` to anneal): the spec does not say — a guess.
+Departures of docs/protocol.md#departures-from-the-authors-code, as options: ``base`` sgd (default) or adamw (the
+released code, item 1); ``forget_bn`` "train" (default: forget batches move BatchNorm statistics, as the methods do) or
+"eval" (item 5).
+The learning-rate schedule is constant by default (``schedule=cosine`` to anneal): neither the paper nor the code
+says — a guess.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class CommonSettings:
     """Settings every method shares (the optimizer, the data, the device); a method's own settings live in its
     dataclass in :mod:`empirical.methods`."""
     optimizer: str = "sgd"  # sgd | sam | asam: the unlearning optimizer
-    base: str = "sgd"  # the base optimizer inside SAM: sgd (momentum) or adamw (spec §6 item 1)
+    base: str = "sgd"  # the base optimizer inside SAM: sgd (momentum) or adamw (docs/protocol.md item 1)
     rho: float = 0.1  # SAM radius (sharp_minmax: of the retain/min part)
     lamb: float = 1.0  # SAM mix λ
     lr: float = -1.0  # < 0: the method's default
@@ -74,7 +76,7 @@ class CommonSettings:
     seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA for SGD steps
-    sam_bf16: bool = False  # SAM/ASAM steps in bf16 too (default fp32/TF32: spec §2, the correction is blurred)
+    sam_bf16: bool = False  # SAM/ASAM steps in bf16 too (default fp32/TF32: docs/protocol.md#precision)
     channels_last: bool = True
     data_root: str = ""  # empty: the source run's data root
     split_file: str = ""  # empty: the source run's split; else another forget set over the same train/val split
@@ -137,6 +139,11 @@ class UnlearnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **dataclasses.asdict(self.common), **dataclasses.asdict(self.settings)}
+
+    def resolved(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the values the run uses: the placeholders ``lr < 0`` and ``epochs = 0`` replaced by
+        the method's defaults. What records and ``--print-config`` show; the identity hashes :meth:`to_dict`."""
+        return {**self.to_dict(), "lr": self.learning_rate, "epochs": self.num_epochs}
 
     def replace(self, **changes: Any) -> UnlearnConfig:
         return UnlearnConfig(**{**self.to_dict(), **changes})
@@ -360,8 +367,8 @@ class UnlearnRun:
         return _layout(x, self.cfg, self.device)
 
     def precision(self):
-        """bf16 autocast on CUDA for SGD steps (``bf16``); SAM/ASAM steps in fp32/TF32 unless ``sam_bf16`` (spec §2:
-        bf16 blurs the SAM correction)."""
+        """bf16 autocast on CUDA for SGD steps (``bf16``); SAM/ASAM steps in fp32/TF32 unless ``sam_bf16`` (bf16
+        blurs the SAM correction: docs/protocol.md#precision)."""
         return autocast(self.device, self.cfg.bf16 and (not self.cfg.sam or self.cfg.sam_bf16))
 
     def forget_bn(self, forget_pass: bool):
@@ -449,7 +456,7 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
         if progress is not False:
             print(line, file=sys.stderr, flush=True)
 
-    def acc(data, idx):  # evaluation is always fp32 (spec §2)
+    def acc(data, idx):  # evaluation is always fp32 (docs/protocol.md#precision)
         return 100.0 * accuracy(model, data, idx, device, train_cfg.replace(bf16=False,
                                                                            channels_last=cfg.channels_last))
 
@@ -459,10 +466,11 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
     save_split(out / "split.npz", **{k: v for k, v in used.items() if k != "description"},
                description=f"{used['description']} [the split of this unlearning run]")
     buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "forget_id": fid}, buf)
+    torch.save({"model": model.state_dict(), "config": cfg.resolved(), "forget_id": fid}, buf)
     atomic_write_bytes(out / "model.pt", buf.getvalue())
     record = {
-        "method": cfg.method, "config": cfg.to_dict(), "lr": cfg.learning_rate, "epochs": epochs, "seed": cfg.seed,
+        "method": cfg.method, "config": cfg.resolved(), "config_hash": folder.identity.get("config"),
+        "lr": cfg.learning_rate, "epochs": epochs, "seed": cfg.seed,
         "source": str(source), "source_config": train_cfg.to_dict(), "forget_id": fid,
         "forget_size": int(len(forget)), "retain_size": int(len(retain)), "device": str(device),
         "provenance": provenance(str(device)), "epoch_seconds": history["epoch_seconds"], "loss": history["loss"],

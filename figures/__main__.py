@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from simulations.arguments import OneLineParser
+from simulations.arguments import OneLineParser, VersionAction
 from simulations.errors import ConfigError
+from simulations.provenance import recorded_command
 from simulations.runfolder import RunFolder
 from simulations.sweep import run_sweep
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m figures", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "figures", help="sweep folders")
     parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="figure folder")
     parser.add_argument("--only", nargs="*", default=None,
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with RunFolder(args.out, "figures", marker=False) as folder:  # one writer of the figure folder at a time
             folder.begin()
-            return _draw(args, names)
+            with recorded_command("figures", argv):  # the sweeps it runs record this command
+                return _draw(args, names)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

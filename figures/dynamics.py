@@ -1,4 +1,5 @@
-"""Coefficient dynamics (spec §5, §7 prediction 5): max signal coefficient κ, max noise coefficient ζ̄ and the
+"""Coefficient dynamics (docs/model.md#signal-and-noise-coefficients; prediction 5 of
+docs/model.md#checkable-predictions): max signal coefficient κ, max noise coefficient ζ̄ and the
 fraction of noise neurons active at the (SAM-perturbed) point, GD vs SAM, in a harmful and a benign setting."""
 
 from __future__ import annotations

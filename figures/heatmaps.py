@@ -1,4 +1,5 @@
-"""Test-error heatmaps, GD vs SAM, after pretraining and after NegGrad unlearning (spec §7 predictions 2, 4, 7)."""
+"""Test-error heatmaps, GD vs SAM, after pretraining and after NegGrad unlearning (predictions 2, 4, 7 of
+docs/model.md#checkable-predictions)."""
 
 from __future__ import annotations
 

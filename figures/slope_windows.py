@@ -1,4 +1,5 @@
-"""Fitted slope of the GD boundary ||mu||* against the upper end of the window it was fitted on (spec §7.2):
+"""Fitted slope of the GD boundary ||mu||* against the upper end of the window it was fitted on (prediction 2 of
+docs/model.md#checkable-predictions):
 do the slopes approach +1/4 in d and -1/4 in n as the ranges grow? Reads ``slopes.csv`` of
 ``python -m theory.widening`` (:func:`theory.widening.run_widening`).
 

@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{p.name:8s} {p.description}\n         base {p.base}\n         grid "
                       f"{ {k: (v if len(v) <= 6 else f'{len(v)} values {v[0]}..{v[-1]}') for k, v in p.grid.items()} }")
             return 0
-        return cmd_run(args) if args.command == "run" else cmd_sweep(args)
+        from .provenance import recorded_command
+
+        with recorded_command("simulations", argv):  # every record of this command names it
+            return cmd_run(args) if args.command == "run" else cmd_sweep(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

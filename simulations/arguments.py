@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 
 
@@ -12,8 +13,33 @@ class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one ``error: ...`` line naming the fix (``--help``)."""
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
-        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"error: {self.prog}: {message}{_choice_hint(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _choice_hint(message: str) -> str:
+    """`` (did you mean 'x'?)`` for argparse's "invalid choice: 'y' (choose from ...)" (an unknown verb or choice)."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    from .fields import suggest
+
+    return suggest(found.group(1), re.findall(r"'([^']*)'", found.group(2)))
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print :func:`simulations.__main__.version_text` (the code and numerics versions; the same line
+    for every package) and exit 0. Computed only when asked (it runs ``git describe``)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print the code version and the numerics version, then exit"):  # noqa: A002 - argparse's name
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .__main__ import version_text
+
+        print(version_text())
+        parser.exit()
 
 
 def _number(kind, low, low_inclusive, what):

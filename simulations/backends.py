@@ -1,4 +1,4 @@
-"""Two exact representations of the filters behind one interface (spec §5b).
+"""Two exact representations of the filters behind one interface (docs/model.md#the-two-backends).
 
 ``WeightsBackend`` — the reference: filters ``W`` of shape (C, 2, m, d), patches ``X`` of shape (C, n*P_s, d); every
 step is a batched matmul over C configurations of one shape.
@@ -173,7 +173,8 @@ class GramBackend:
     def test_outputs(self, state: torch.Tensor, act: Activation, draws: list[TestDraws], sigma_p: torch.Tensor,
                      signal: torch.Tensor, projected: bool, noise_multiplicity: float) -> torch.Tensor:
         """Network outputs (C, n_test) on fresh test samples: Monte-Carlo over the 2m-dimensional Gaussian of
-        the noise pre-activations, covariance ``sigma_p^2 W_perp W_perp^T`` (spec §5b), shifted by the biases."""
+        the noise pre-activations, covariance ``sigma_p^2 W_perp W_perp^T`` (docs/model.md#the-two-backends), shifted by
+        the biases."""
         C, _, m, _ = self.shape
         e1 = self.filter_e1(state).reshape(C, 2 * m)
         cov = self.filter_gram(state)

@@ -1,6 +1,7 @@
 """Configuration of one simulation run: a frozen dataclass with a stable hash, presets and overrides.
 
-Every field has the spec's default (``spec/theory.md`` §1–5); open modelling points of the spec are fields, so
+Every field is described, with its default, in ``docs/model.md`` (#configuration-fields); open modelling points of the
+theory are fields, so
 every result records which choice it used. The field names are a public interface: scripts and cached results
 rely on them.
 """
@@ -38,7 +39,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class SimConfig:
-    """One run of the two-layer CNN on the signal–noise model (spec §1–4).
+    """One run of the two-layer CNN on the signal–noise model (docs/model.md).
 
     Data model (§1): ``n`` samples of ``P`` patches in R^d; one patch is ``yhat * mu`` with
     ``||mu|| = signal_strength``, the others noise ``xi ~ N(0, sigma_p^2 (I - mu mu^T/||mu||^2))`` when

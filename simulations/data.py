@@ -1,4 +1,5 @@
-"""The signal–noise data model (spec §1) and its exact low-dimensional sampling (spec §5b).
+"""The signal–noise data model (docs/model.md#data-model) and its exact low-dimensional sampling
+(docs/model.md#the-two-backends).
 
 Randomness is organised so that results are reproducible one configuration at a time and comparisons are paired:
 

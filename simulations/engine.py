@@ -73,7 +73,8 @@ def sam_radius(cfg: SimConfig) -> float:
 
 def network_output_scale(cfg: SimConfig) -> float | None:
     """The factor in ``f = scale * sum_{r,p} [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]``: 1/m, or 1
-    (``output_scale``), divided by P for a mean over patches (``patch_aggregation``); None for spec §2's 1/m."""
+    (``output_scale``), divided by P for a mean over patches (``patch_aggregation``); None for the 1/m of
+    docs/model.md#network."""
     if cfg.patch_aggregation == "sum" and cfg.output_scale == "inv_m":
         return None
     per_filter = 1.0 / cfg.m if cfg.output_scale == "inv_m" else 1.0
@@ -81,7 +82,7 @@ def network_output_scale(cfg: SimConfig) -> float | None:
 
 
 class CoefficientTracker:
-    """Accumulates the basis coefficients of ``w - w0`` step by step (spec §5).
+    """Accumulates the basis coefficients of ``w - w0`` step by step (docs/model.md#signal-and-noise-coefficients).
 
     ``total[c, j, r, k]`` is the coefficient of basis vector b_k; the positive part ``zeta_bar`` collects the noise
     increments of samples whose (current) label equals j, ``zeta`` the rest. Returns the paper's scaling:

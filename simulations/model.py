@@ -1,4 +1,4 @@
-"""The two-layer CNN of spec §2, written once over per-patch pre-activations and shared by both backends.
+"""The two-layer CNN of docs/model.md#network, written once over per-patch pre-activations and shared by both backends.
 
 Shapes: ``C`` configurations, filters indexed ``(j, r)`` with j = +1 at index 0 and j = -1 at index 1, ``n`` samples,
 ``P`` patches (patch 0 is the signal patch). Pre-activations ``Z[c, j, r, i, p] = <w_{j,r}, x_i^{(p)}>``.
@@ -19,8 +19,8 @@ class Activation:
     """``relu``: sigma(z) = max(0, z); ``polyrelu``: sigma(z) = max(0, z)^q (Cao et al.).
 
     It also carries the other untrained part of the network, the second layer: ``f = output_scale * sum_{r,p}
-    [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]``; ``None`` is spec §2's 1/m (a mean over patches or
-    no 1/m, as in the (K) authors' script, is another scale)."""
+    [sigma(<w_{+1,r}, x^{(p)}>) - sigma(<w_{-1,r}, x^{(p)}>)]``; ``None`` is the 1/m of docs/model.md#network (a mean
+    over patches or no 1/m, as in the (K) authors' script, is another scale)."""
 
     name: str
     q: torch.Tensor | float = 1.0  # per configuration, shape (C,) for polyrelu
@@ -33,7 +33,7 @@ class Activation:
         return self
 
     def readout(self, m: int) -> float:
-        """The second-layer weight magnitude: ``1/m`` (spec §2) unless ``output_scale`` is set."""
+        """The second-layer weight magnitude: ``1/m`` (docs/model.md#network) unless ``output_scale`` is set."""
         return 1.0 / m if self.output_scale is None else self.output_scale
 
     def _q(self, z: torch.Tensor):
@@ -104,7 +104,7 @@ def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise
                                 coef_scale: torch.Tensor | None = None):
     """Weighted logistic loss ``L = sum_i a_i l(y_i f(x_i))`` and its gradient factors per filter and patch.
 
-    The gradient (spec §2, [derived]) is ``dL/dw_{j,r} = sum_{i,p} coef[j,r,i,p] x_i^{(p)}`` with
+    The gradient (docs/model.md#network, [derived]) is ``dL/dw_{j,r} = sum_{i,p} coef[j,r,i,p] x_i^{(p)}`` with
     ``coef[j,r,i,p] = a_i l'_i y_i j sigma'(<w_{j,r}, x_i^{(p)}>) / m`` (times the noise multiplicity for shared
     noise patches; ``act.output_scale`` in place of 1/m when set; a filter bias, being the weight of a constant
     coordinate 1 in every patch, gets ``sum_{i,p} coef[j,r,i,p]``).
@@ -143,7 +143,7 @@ def loss_and_patch_coefficients(act: Activation, signal_pre: torch.Tensor, noise
 
 
 class PatchLayout:
-    """Maps between per-patch quantities and the basis B = {mu, xi_1, ..., xi_N} of spec §5b.
+    """Maps between per-patch quantities and the basis B = {mu, xi_1, ..., xi_N} of docs/model.md#the-two-backends.
 
     Patch (i, 0) is ``yhat_i mu`` (basis 0 with sign yhat_i); noise patch (i, p) is basis vector ``1 + i`` when a
     sample's noise patches are shared (stored once), else ``1 + i (P-1) + (p-1)``. Per-patch quantities travel as

@@ -1,4 +1,4 @@
-"""One optimizer step over a batch of configurations, written once for both backends (spec §3).
+"""One optimizer step over a batch of configurations, written once for both backends (docs/model.md#optimizers).
 
 The simulator's SAM is a functional step over stacked filters; ``tests/test_sam.py`` checks it against a
 hand-written autograd SAM step on the same network (plain, max, lambda, adaptive) and ``rho = 0`` ≡ GD.

@@ -4,9 +4,12 @@ The atomic writes that used to live here are in :mod:`simulations.atomic` (re-ex
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +108,41 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
 
 
+COMMAND_ENV = "SAM_UNLEARNING_COMMAND"  # the command, for the subprocesses it starts (pool workers, submitit jobs)
+
+
+def command_line() -> list[str]:
+    """The command line that made a result, as a list of words: the one a package's ``main`` is running
+    (:func:`recorded_command`; also seen by the processes it starts), else this process's ``sys.argv``."""
+    text = os.environ.get(COMMAND_ENV)
+    if text:
+        try:
+            words = json.loads(text)
+            if isinstance(words, list):
+                return [str(w) for w in words]
+        except ValueError:
+            pass
+    return list(sys.argv)
+
+
+@contextlib.contextmanager
+def recorded_command(package: str, argv: list[str] | None):
+    """While the block runs, :func:`command_line` is ``python -m <package> <argv>`` (``argv`` None: this process's
+    arguments), in this process and in those it starts."""
+    before = os.environ.get(COMMAND_ENV)
+    os.environ[COMMAND_ENV] = json.dumps(["python", "-m", package, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(COMMAND_ENV, None)
+        else:
+            os.environ[COMMAND_ENV] = before
+
+
 def provenance(device: str = "cpu") -> dict[str, Any]:
     return {"code_version": code_version(), "numerics_version": numerics_version(), "libraries": library_versions(),
-            "device": device_name(device), "platform": platform.platform()}
+            "device": device_name(device), "platform": platform.platform(), "command": command_line()}
 
 
 def ensure_writable_dir(path: Path) -> Path:

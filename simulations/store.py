@@ -238,6 +238,40 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a ``results.csv`` written by :func:`write_csv`, typed: config fields as their
+    :class:`~simulations.config.SimConfig` type, ``hash`` and ``numerics_version`` as text, every other column as bool
+    (True/False), int or float (``nan`` included) when all its filled cells read so, else text; an empty cell is
+    None (a metric the run did not have)."""
+    import csv
+
+    from .config import FIELD_TYPES, parse_value
+
+    with open(path, newline="") as fh:
+        cells = list(csv.DictReader(fh))
+    columns = list(cells[0]) if cells else []
+
+    def kind(column: str):
+        if column in FIELD_TYPES:
+            return lambda text: parse_value(column, text)
+        if column in ("hash", "numerics_version"):
+            return str
+        filled = [r[column] for r in cells if r[column] != ""]
+        if filled and all(v in ("True", "False") for v in filled):
+            return lambda text: text == "True"
+        for typ in (int, float):
+            try:
+                for v in filled:
+                    typ(v)
+                return typ
+            except ValueError:
+                continue
+        return str
+
+    readers = {c: kind(c) for c in columns}
+    return [{c: (readers[c](v) if v != "" else None) for c, v in row.items()} for row in cells]
+
+
 def remove_stale_temporaries(folder: Path) -> None:
     """Remove what writers cut short left behind (call only while no writer can be at work in ``folder``): the
     temporaries of atomic writes, and a chunk's npz whose json (written last) never came."""

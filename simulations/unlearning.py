@@ -1,4 +1,4 @@
-"""Unlearning objectives of spec §4, registered by name.
+"""Unlearning objectives of docs/model.md#unlearning-objectives, registered by name.
 
 Each method is a function ``method(run, state) -> state`` that drives ``run.step`` (one optimizer step over the
 batch of configurations, see :class:`simulations.engine.GroupRun`). Objectives are weighted sums of per-sample

@@ -72,8 +72,8 @@ def full_patches(cfg: SimConfig, data: ExplicitData) -> torch.Tensor:
 
 def autograd_loss(W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, activation: str,
                   q: float = 3.0) -> torch.Tensor:
-    """``sum_i a_i log(1 + exp(-y_i f(W, x_i)))`` for one configuration, W (2, m, d), X (n, P, d) — spec §2,
-    written from scratch (no simulator code)."""
+    """``sum_i a_i log(1 + exp(-y_i f(W, x_i)))`` for one configuration, W (2, m, d), X (n, P, d) —
+    docs/model.md#network, written from scratch (no simulator code)."""
     m = W.shape[1]
     Z = torch.einsum("jrd,ipd->jrip", W, X)
     sigma = torch.relu(Z) if activation == "relu" else torch.relu(Z) ** q

@@ -1,4 +1,4 @@
-"""The gram backend is an exact reduction of the weights backend (spec §5b).
+"""The gram backend is an exact reduction of the weights backend (docs/model.md#the-two-backends).
 
 (a) given the Gram of the very vectors the weights backend drew, both give the same trajectories;
 (b) sampling its own Gram, the gram backend gives the same test-error distribution over seeds.
@@ -106,7 +106,8 @@ def test_test_error_distribution_over_seeds_agrees(projected):
 @pytest.mark.parametrize("projected", [True, False])
 @pytest.mark.parametrize("shared", [True, False])
 def test_monte_carlo_test_error_matches_explicit_test_samples(projected, shared):
-    """The gram backend's test error (Monte Carlo over the Gaussian of the 2m noise pre-activations, spec §5b) and
+    """The gram backend's test error (Monte Carlo over the Gaussian of the 2m noise pre-activations,
+    docs/model.md#the-two-backends) and
     the weights backend's (explicit d-dimensional test samples) estimate the same number for the same weights."""
     cfg_w = tiny(backend="weights", signal_strength=3.0, noise_projected=projected, shared_noise=shared, P=3,
                  n_test=20_000, optimizer="sam", rho=0.2, label_flip=0.1)

@@ -1,4 +1,4 @@
-"""The signal–noise decomposition of spec §5 is exact and has the stated signs."""
+"""The signal–noise decomposition of docs/model.md#signal-and-noise-coefficients is exact and has the stated signs."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def test_coordinate_masks_leave_the_span_and_mark_coefficients_unknown():
 @pytest.mark.parametrize("opt", [dict(optimizer="gd"), dict(optimizer="sgd", batch_size=3),
                                  dict(optimizer="sam", rho=0.3)])
 def test_noise_coefficient_signs_without_unlearning(backend, opt):
-    """Spec §5: zeta_bar >= 0 and zeta <= 0 along plain (S)GD/SAM training, label noise included."""
+    """docs/model.md#signal-and-noise-coefficients: zeta_bar >= 0 and zeta <= 0 along plain (S)GD/SAM training, label
+    noise included."""
     cfg = tiny(backend=backend, label_flip=0.3, steps=30, log_points=31, **opt)
     res = simulate([cfg], save_coefficients=True)[0]
     zb, z = res.coefficients["zeta_bar"], res.coefficients["zeta"]
@@ -107,7 +108,8 @@ def test_noise_coefficient_signs_without_unlearning(backend, opt):
 
 
 def test_active_noise_fraction_in_unit_interval_and_lower_under_sam():
-    """Spec §7.5: early in training SAM keeps far fewer (r, i) noise neurons active than GD (smoke preset)."""
+    """Prediction 5 (docs/model.md#checkable-predictions): early in training SAM keeps far fewer (r, i) noise neurons
+    active than GD (smoke preset)."""
     base = preset("smoke").config({"unlearn_method": "none", "signal_strength": 1.0, "n_test": 100})
     configs = [base.replace(optimizer=o, seed=s) for s in (0, 1) for o in ("gd", "sam")]
     results = simulate(configs)

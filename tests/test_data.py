@@ -1,4 +1,5 @@
-"""The data model (spec §1) and its exact low-dimensional sampling (spec §5b)."""
+"""The data model (docs/model.md#data-model) and its exact low-dimensional sampling
+(docs/model.md#the-two-backends)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CIFAR data layer (spec/empirical.md §1, §5): loaders on fake pickles and the real shared data, seeded splits,
+"""CIFAR data layer (docs/protocol.md#data-and-splits): loaders on fake pickles and the real shared data, seeded splits,
 batched crop/flip and device batches, bad-input errors."""
 
 from __future__ import annotations

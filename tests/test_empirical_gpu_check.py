@@ -1,6 +1,7 @@
-"""A rehearsal of the GPU machine's layout on a CPU (spec/empirical.md §5): a copy of the repository with no
-``../shared`` beside it, the data in the git-ignored ``.data/`` inside it, ``python -m empirical.gpu_check --smoke``;
-what lands in ``$OUT`` must be what a device call can bring back (at most 8 small JSON/CSV/PNG files)."""
+"""A rehearsal of the GPU machine's layout on a CPU (docs/protocol.md#data-files-and-the-gpu-machine): a copy of the
+repository with no ``../shared`` beside it, the data in the git-ignored ``.data/`` inside it,
+``python -m empirical.gpu_check --smoke``; what lands in ``$OUT`` must be what a device call can bring back (at most 8
+small JSON/CSV/PNG files)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loss landscape (spec/empirical.md §3): seeded, orthogonal, rescaled directions; surfaces and slices that match
+"""Loss landscape (docs/protocol.md#metrics): seeded, orthogonal, rescaled directions; surfaces and slices that match
 hand-set weights and leave the model bitwise unchanged (also after an exception); the summary; bad inputs."""
 
 from __future__ import annotations

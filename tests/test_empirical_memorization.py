@@ -1,4 +1,4 @@
-"""Memorization scores by subset training (spec/empirical.md §1) on the generated fixture."""
+"""Memorization scores by subset training (docs/protocol.md#forget-sets) on the generated fixture."""
 
 from __future__ import annotations
 

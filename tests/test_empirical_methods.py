@@ -1,6 +1,6 @@
-"""The unlearning-method registry (spec/empirical.md §2, §6 item 3): each method's result equals the one recorded
-before the methods became a registry; L1-sparse's own weight (sign and size of its term, checked by hand); the
-protocol's scoped settings; the authors' masking against ours; the precision rule; E_Var in both units."""
+"""The unlearning-method registry (docs/protocol.md#unlearning-methods; item 3 of the departures): each method's result
+equals the one recorded before the methods became a registry; L1-sparse's own weight (sign and size of its term, checked
+by hand); the protocol's scoped settings; the authors' masking against ours; the precision rule; E_Var in both units."""
 
 from __future__ import annotations
 

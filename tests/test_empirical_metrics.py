@@ -1,4 +1,4 @@
-"""Unlearning metrics (spec/empirical.md §3) against hand computations, brute force and synthetic attacks."""
+"""Unlearning metrics (docs/protocol.md#metrics) against hand computations, brute force and synthetic attacks."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_shadow_in_is_a_seeded_random_sample_of_the_retain_set():
     retain = np.arange(100, 5000, 3)
     s = shadow_in_indices(retain, 500, seed=4)
     assert len(s) == 500 and np.isin(s, retain).all() and len(np.unique(s)) == 500
-    assert not np.array_equal(s, retain[:500])  # not the first ones in index order (spec §6 item 6)
+    assert not np.array_equal(s, retain[:500])  # not the first ones in index order (docs/protocol.md item 6)
     assert np.array_equal(s, shadow_in_indices(retain, 500, seed=4))
     assert len(shadow_in_indices(retain[:10], 500, seed=4)) == 10
 

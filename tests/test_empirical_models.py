@@ -1,5 +1,5 @@
-"""CIFAR models of the empirical pipeline (spec/empirical.md §1): shapes, normalisation inside the model, channels_last
-+ bf16 autocast, the standard parameter count, initialisation and bad-input errors."""
+"""CIFAR models of the empirical pipeline (docs/protocol.md#models): shapes, normalisation inside the model,
+channels_last + bf16 autocast, the standard parameter count, initialisation and bad-input errors."""
 
 from __future__ import annotations
 

@@ -33,7 +33,11 @@ def test_protocol_runs_every_combination_and_resumes(settings, tmp_path, monkeyp
     assert len(summary["rows"]) == 4 and len(summary["averages"]) == 2
     for row in summary["rows"]:
         folder = out / "unlearn" / f"{row['pretrain']}_{row['forget']}_{row['method']}_{row['optimizer']}"
-        assert (folder / "metrics.json").is_file() and 0 <= row["tow"] <= 1
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert row["tow"] == metrics["tow"] and row["tow_mia"] == metrics["tow_mia"] and 0 <= row["tow"] < 1
+        acc = metrics["unlearned"]["accuracy"]
+        assert (row["retain"], row["forget_acc"], row["test"]) == (acc["retain"], acc["forget"], acc["test"])
+        assert metrics["retrain"].endswith(f"retrain_{row['forget']}")  # scored against its level's retrain
     avg = [a for a in summary["averages"] if a["optimizer"] == "sam"][0]
     expected = np.mean([r["tow"] for r in summary["rows"] if r["optimizer"] == "sam"])
     assert avg["avg_tow"] == pytest.approx(expected) and avg["forget_sets"] == ["high", "low"]

@@ -1,4 +1,4 @@
-"""The SAM optimizer class (spec/empirical.md §2, "Generalised SAM"): closed forms on a quadratic, rho = 0 ≡ the base
+"""The SAM optimizer class (docs/protocol.md#the-sam-optimizer): closed forms on a quadratic, rho = 0 ≡ the base
 optimizer bit for bit, the generalised mix, ASAM, frozen BatchNorm statistics, masks, None gradients, state-dict
 round trip, loss reduction, and agreement with the simulator's functional SAM step on one configuration."""
 
@@ -248,7 +248,7 @@ def test_bf16_autocast_needs_no_scaler():
 
 
 def test_matches_the_simulators_functional_sam_step():
-    """spec style.md "One SAM": simulations.optim.sam_step on one configuration equals this class on the same
+    """One SAM for the whole project: simulations.optim.sam_step on one configuration equals this class on the same
     network, L(W) = mean_i softplus(−y_i f(x_i)), f = (1/m) Σ_r Σ_p [relu(<w_{+1,r}, x_p>) − relu(<w_{−1,r}, x_p>)]."""
     cfg = SimConfig(backend="weights", n=8, d=30, m=3, optimizer="sam", rho=0.3, lr=0.2, unlearn_method="none",
                     n_test=100, precision="float64")

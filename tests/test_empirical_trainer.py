@@ -73,7 +73,8 @@ def test_training_cuts_the_loss_and_writes_the_record(fixture_root, tmp_path):
 @pytest.mark.parametrize("optimizer", ["sam", "asam"])
 def test_sam_training_runs(fixture_root, tmp_path, optimizer):
     rec = train(tiny(fixture_root, optimizer=optimizer, epochs=2), tmp_path / optimizer, progress=False)
-    assert np.isfinite(rec["train_loss"]).all() and rec["train_loss"][-1] < rec["train_loss"][0] + 0.5
+    # 2.31 -> 1.82 (SAM) and 2.38 -> 1.69 (ASAM) on this fixture: a step that does not descend fails
+    assert np.isfinite(rec["train_loss"]).all() and rec["train_loss"][-1] < rec["train_loss"][0] - 0.25
 
 
 def test_resume_equals_uninterrupted(fixture_root, tmp_path):
@@ -88,9 +89,28 @@ def test_resume_equals_uninterrupted(fixture_root, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_retrain_trains_on_the_retain_set_only(fixture_root, tmp_path):
+def test_retrain_trains_on_the_retain_set_only(fixture_root, tmp_path, monkeypatch):
+    """Spy on the training passes (the shuffled ones; evaluation does not shuffle): retraining passes over R, once
+    an epoch, and never over F; pretraining over the whole training split R ∪ F."""
+    from empirical.augment import DeviceData
+
+    seen = []
+    original = DeviceData.batches
+
+    def spy(self, indices, batch_size, shuffle=False, **kw):
+        if shuffle:
+            seen.append(np.sort(indices.cpu().numpy()))
+        return original(self, indices, batch_size, shuffle=shuffle, **kw)
+
+    monkeypatch.setattr(DeviceData, "batches", spy)
     rec = train(tiny(fixture_root, epochs=2), tmp_path / "rt", stage="retrain", progress=False)
-    assert rec["stage"] == "retrain" and 0 <= rec["forget_acc"] <= 1
+    split = np.load(tmp_path / "rt" / "split.npz")
+    assert rec["stage"] == "retrain" and len(seen) == 2 and len(split["forget"]) == 30
+    for idx in seen:
+        assert np.array_equal(idx, np.sort(split["retain"])) and not np.isin(split["forget"], idx).any()
+    seen.clear()
+    train(tiny(fixture_root, epochs=1), tmp_path / "pre", progress=False)
+    assert len(seen) == 1 and np.array_equal(seen[0], np.sort(split["train"]))
 
 
 def test_command_line_smoke_preset_on_the_fixture(fixture_root, tmp_path, capsys):

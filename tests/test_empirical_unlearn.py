@@ -1,5 +1,5 @@
-"""Unlearning methods (spec/empirical.md §2) on a tiny pretrained model: identities between methods, masks, records,
-the command line and bad input."""
+"""Unlearning methods (docs/protocol.md#unlearning-methods) on a tiny pretrained model: identities between methods,
+masks, records, the command line and bad input."""
 
 from __future__ import annotations
 
@@ -60,6 +60,19 @@ def test_every_method_runs_and_writes_its_record(pretrained, tmp_path, method):
     before = torch.load(pretrained / "checkpoint.pt", weights_only=True)["model"]
     after = params_of(tmp_path / method)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # something was learned or unlearned
+    # the recorded accuracies are those of the saved model on R, F, test and val (percent), the source's those of
+    # the pretrained record; only gradient ascent records a negative loss (−CE on F)
+    from empirical.trainer import accuracy, load_record
+
+    model, train_cfg, prepared, _ = load_source(pretrained, quick(), CPU)
+    model.load_state_dict(after)
+    sets = {"retain": (prepared.data, prepared.retain_idx), "forget": (prepared.data, prepared.forget_idx),
+            "test": (prepared.test, torch.arange(len(prepared.test))), "val": (prepared.data, prepared.val_idx)}
+    for k, (data, idx) in sets.items():
+        assert saved["accuracy"][k] == pytest.approx(100 * accuracy(model, data, idx, CPU, train_cfg), abs=1e-9), k
+    source = load_record(pretrained)
+    assert saved["source_accuracy"] == {k: pytest.approx(100 * source[f"{k}_acc"]) for k in sets}
+    assert (saved["loss"][0] < 0) == (method == "ga")
 
 
 def test_neggrad_with_alpha_one_is_fine_tuning(pretrained, tmp_path):
@@ -218,6 +231,19 @@ def test_evaluation_against_the_retrained_model(fixture_root, pretrained, tmp_pa
     ours = result["unlearned"]
     for k in ("retain", "forget", "test"):  # the same model, the same eval-mode accuracies as the unlearn record
         assert ours["accuracy"][k] == pytest.approx(rec["accuracy"][k])
+    # the reference is the retrained model (its own record's accuracies); ToW, its signed variant, ToW-MIA and the
+    # avg gap by hand from the two sets of accuracies and MIA efficacies
+    a, ref = ours["accuracy"], result["retrained"]["accuracy"]
+    rt_record = json.loads((retrain / "record.json").read_text())
+    assert all(ref[k] == pytest.approx(100 * rt_record[f"{k}_acc"]) for k in ("retain", "forget", "test"))
+    d = {k: a[k] - ref[k] for k in ("retain", "forget", "test")}
+    assert result["tow"] == pytest.approx(np.prod([1 - abs(v) / 100 for v in d.values()])) and result["tow"] < 1
+    assert result["tow_signed_authors_code"] == pytest.approx(
+        (1 + d["retain"] / 100) * (1 - d["forget"] / 100) * (1 + d["test"] / 100))
+    mia, mia_rt = ours["mia_efficacy"]["confidence"], result["retrained"]["mia_efficacy"]["confidence"]
+    assert result["tow_mia"] == pytest.approx(
+        (1 - abs(d["retain"]) / 100) * (1 - abs(mia - mia_rt)) * (1 - abs(d["test"]) / 100))
+    assert result["avg_gap"] == pytest.approx(np.mean([abs(v) for v in d.values()] + [100 * abs(mia - mia_rt)]))
     assert set(ours["mia_efficacy"]) == {"confidence", "entropy"} and 0 <= ours["mia_efficacy"]["confidence"] <= 1
     assert {"e_var", "e_wp", "e_var_classwise", "e_wp_classwise"} <= set(ours["entanglement"])
     assert np.array(ours["landscape"]["forget"]["loss"]).shape == (3, 3)

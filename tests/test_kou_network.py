@@ -1,5 +1,5 @@
-"""The (K) authors' network as configuration options (spec §1): trainable filter bias, mean over patches, no 1/m,
-PyTorch's uniform init — checked against an independent ``torch.nn.Module`` trained by autograd, against hand
+"""The (K) authors' network as configuration options (docs/model.md#network): trainable filter bias, mean over patches,
+no 1/m, PyTorch's uniform init — checked against an independent ``torch.nn.Module`` trained by autograd, against hand
 computations, and gram against weights."""
 
 from __future__ import annotations

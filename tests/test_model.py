@@ -1,4 +1,5 @@
-"""The analytic gradient of the batched model (spec §2) equals autograd of a from-scratch implementation."""
+"""The analytic gradient of the batched model (docs/model.md#network) equals autograd of a from-scratch
+implementation."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_gradient_matches_autograd(activation, shared, P):
 
 
 def test_gradient_is_a_combination_of_patches_with_the_stated_coefficients():
-    """coef[j,r,i,p] = a_i l'(y_i f_i) y_i j sigma'(<w_{j,r}, x_i^(p)>) / m (spec §2), checked entry by entry."""
+    """coef[j,r,i,p] = a_i l'(y_i f_i) y_i j sigma'(<w_{j,r}, x_i^(p)>) / m (docs/model.md#network), checked entry by
+    entry."""
     cfg, run, X, W, weights = _case("relu", False, 3)
     assert run.layout.noise_multiplicity == 1.0
     preacts = patch_preacts(run.backend, W)

@@ -1,4 +1,4 @@
-"""The functional SAM step of the simulator (spec §3).
+"""The functional SAM step of the simulator (docs/model.md#optimizers).
 
 The simulator's objective is always the logistic loss of the two-layer CNN, so "SAM on a quadratic" cannot be posed
 through :func:`simulations.optim.sam_step`; instead the step is checked against a hand-written SAM update computed

@@ -1,4 +1,5 @@
-"""Unlearning objectives of spec §4: consistency between methods and the direction each one moves the losses."""
+"""Unlearning objectives of docs/model.md#unlearning-objectives: consistency between methods and the direction each one
+moves the losses."""
 
 from __future__ import annotations
 

@@ -2,14 +2,15 @@
 
     python -m theory check           # readable report, one block per check; exit status 1 if any check fails
     python -m theory check --json    # JSON list: name, statement, passed, tag, reconstruction, steps, counterexample
-    python -m theory statements      # the statements of spec §6 with their tags and sympy relations
+    python -m theory statements      # the statements (docs/model.md#theory-statements), tags, sympy relations
     python -m theory mutations [--json]  # deliberately wrong statements; exit 1 if one passes every check
-    python -m theory validate --preset smoke --out DIR   # simulate spec §7 predictions 2-11: DIR/validation.{csv,md}
+    python -m theory validate --preset smoke --out DIR   # simulate predictions 2-11: DIR/validation.{csv,md}
+                                                         # (docs/model.md#checkable-predictions)
     python -m theory controls [--json]   # every verdict rule on a world built to satisfy / to violate it
     python -m theory claims --validation DIR   # docs/claims-theory.md from DIR/validation.csv
 
 Items tagged [med]/[lo], and sympy forms written here from a summary, are printed as "reconstruction": they are not
-the papers' exact statements (spec/theory.md, confidence tags).
+the papers' exact statements (docs/model.md#confidence-tags).
 """
 
 from __future__ import annotations
@@ -59,6 +60,27 @@ def statement_dict(statement: Statement) -> dict:
             "relations": {key: sp.sstr(value) for key, value in statement.relations.items()}}
 
 
+def format_presets() -> str:
+    """``python -m theory presets``: every validation preset (``validate --preset``), its base settings and axes."""
+    import dataclasses
+
+    from .validation import PRESETS, TINY
+
+    def short(value):
+        if isinstance(value, list) and len(value) > 6:
+            return f"{len(value)} values {value[0]}..{value[-1]}"
+        return value
+
+    blocks = []
+    for preset in (*PRESETS.values(), TINY):
+        lines = [preset.name + ("  (a few seconds, for tests)" if preset is TINY else "")]
+        for f in dataclasses.fields(preset):
+            if f.name != "name" and not (f.name == "extra" and not preset.extra):
+                lines.append(f"  {f.name:14s} {short(getattr(preset, f.name))}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def _mutations(as_json: bool, all_checks: bool) -> int:
     """``python -m theory mutations``: exit 1 if a mutation fails no check or the unmutated statements fail one."""
     from .mutations import format_table, run_mutations
@@ -97,10 +119,11 @@ def _controls(as_json: bool, rules: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations.arguments import OneLineParser, positive_int
+    from simulations.arguments import OneLineParser, VersionAction, positive_int
 
     parser = OneLineParser(prog="python -m theory", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("check", "run the symbolic checks"), ("statements", "list the statements")):
         sub.add_parser(name, help=help_text).add_argument("--json", action="store_true", help="print JSON")
@@ -122,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     clm = sub.add_parser("claims", help="write docs/claims-theory.md from a validation folder")
     clm.add_argument("--validation", default="results/validation", help="folder holding validation.csv")
     clm.add_argument("--out", default="docs/claims-theory.md", help="Markdown file to write")
+    sub.add_parser("presets", help="list the validation presets (validate --preset): base settings and sweep axes")
     args = parser.parse_args(argv)
+
+    if args.command == "presets":
+        print(format_presets())
+        return 0
 
     if args.command == "controls":
         return _controls(args.json, args.rule)
@@ -145,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from simulations.errors import ConfigError
+        from simulations.provenance import recorded_command
         from simulations.runfolder import RunFolder
 
         from .validation import PRESETS, TINY, validate
@@ -152,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         preset = TINY if args.preset == "tiny" else PRESETS[args.preset]
         try:  # the run-folder contract (simulations.runfolder): one writer, a folder of one preset
             with RunFolder(Path(args.out), "validation", {"preset": args.preset}, force=args.force,
-                           outputs=("validation.csv", "validation.md")) as folder:
+                           outputs=("validation.csv", "validation.md")) as folder, \
+                    recorded_command("theory", argv):
                 folder.begin()
                 table = validate(preset, args.out, only=args.only, executor=args.executor, workers=args.workers)
         except ConfigError as exc:

@@ -1,4 +1,5 @@
-"""Calibration of the theory's unknown constants and exponents against simulated error tables (spec §6–7).
+"""Calibration of the theory's unknown constants and exponents against simulated error tables
+(docs/model.md#theory-statements).
 
     boundary_from_grid(df, threshold=0.15)         # per d: smallest ||mu|| with mean error <= p + delta
     fit_power_law(ds, boundaries)                  # (exponent, prefactor) by least squares on log-log axes

@@ -1,4 +1,4 @@
-"""Symbolic checks of the statements in :mod:`theory.statements` (spec/theory.md §6–7).
+"""Symbolic checks of the statements in :mod:`theory.statements` (docs/model.md#theory-statements).
 
 Each check is a named function registered in ``CHECKS``; ``run_checks()`` runs them all. A check reads its
 statements through :func:`theory.statements.get` at run time, records sympy steps, and every claim goes through
@@ -289,7 +289,7 @@ del _symbol, _sign, _word
 
 
 @check("sgd_threshold_log_slopes", "(C) on log axes ||mu||*_SGD has slope +1/4 in d, -1/4 in n, 1 in P and sigma_p "
-       "(spec §7.2)", "hi")
+       "(docs/model.md#checkable-predictions, prediction 2)", "hi")
 def sgd_threshold_log_slopes(proof: Proof) -> None:
     threshold = _sgd_threshold()
     for symbol, slope in ((d, sp.Rational(1, 4)), (n, sp.Rational(-1, 4)), (P, 1), (sigma_p, 1)):
@@ -434,7 +434,8 @@ def sam_only_window_nonempty(proof: Proof) -> None:
     proof.require(sp.simplify(solved) == expected, f"solution is {sp.sstr(expected)}")
 
 
-@check("sgd_sam_threshold_ratio", "(C) ||mu||*_SGD / C_sam grows like (d/n)^(1/4) P sigma_p (spec §7.4)", "med")
+@check("sgd_sam_threshold_ratio", "(C) ||mu||*_SGD / C_sam grows like (d/n)^(1/4) P sigma_p "
+       "(docs/model.md#checkable-predictions, prediction 4)", "med")
 def sgd_sam_threshold_ratio(proof: Proof) -> None:
     sam_threshold = get("chen_sam").relations["benign_condition"].rhs
     proof.require_free_of(sam_threshold, (d, n, P, sigma_p), "SAM threshold")
@@ -549,7 +550,8 @@ def thm_3_3_window_with_thm_3_2(proof: Proof) -> None:
         proof.require_free_of(window.rhs, (d, n, n_R, n_F), "that constant")
 
 
-@check("lemma_3_4_surplus_is_a_difference", "(U) Lemma 3.4 (spec §6 correction): from the kappa step "
+@check("lemma_3_4_surplus_is_a_difference", "(U) Lemma 3.4 (a difference: docs/model.md#theory-statements): "
+       "from the kappa step "
        "(eta ||phi||^2/m) sum_i a_i |l'(z_i)| yhat_i y_i sigma'_i at W (SGD) and W + eps (SAM), early on (margins "
        "z_i = delta (phi c_i + b_i), delta -> 0) the SAM - SGD difference scales like ||phi||^2 and the ratio is free "
        "of ||phi||; the stated surplus has the difference's order and is positive, the stated ratio read-out has the "
@@ -602,7 +604,8 @@ def surplus_matches_alpha_gap(proof: Proof) -> None:
 
 
 @check("alpha_ordering_follows_surplus", "(U) alpha thresholds, reconstructed: in a linear model of NegGrad's signal "
-       "race (spec §5: forget signal enters with weight -(1 - alpha)), alpha*_M solves alpha r_M - (1 - alpha) f = N; "
+       "race (docs/model.md#unlearning-objectives: forget signal enters with weight -(1 - alpha)), alpha*_M solves "
+       "alpha r_M - (1 - alpha) f = N; "
        "with SAM's retain rate r_SGD + the Lemma 3.4 surplus, the stated ordering of alpha*_SGD and alpha*_SAM "
        "follows, and the gap is first order in the surplus", "seen", reconstruction=True)
 def alpha_ordering_follows_surplus(proof: Proof) -> None:
@@ -655,7 +658,7 @@ def sharp_minmax_threshold_ordering(proof: Proof) -> None:
 
 @check("alpha_gap_bound_consistent", "(U) alpha thresholds, reconstructed: the gap bound is an upper bound on "
        "alpha*_SGD - alpha*_SAM by the stated gap order, which grows in d and vanishes as n -> oo with slopes +1/2 "
-       "and -1/2 (spec §7.9)", "seen", reconstruction=True)
+       "and -1/2 (docs/model.md#checkable-predictions, prediction 9)", "seen", reconstruction=True)
 def alpha_gap_bound_consistent(proof: Proof) -> None:
     rel = get("alpha_threshold").relations
     gap, bound = rel["gap_order"], rel["gap_bound"]
@@ -699,7 +702,7 @@ def kou_bound_monotone(proof: Proof) -> None:
 
 
 @check("kou_log_excess_linear", "(K) log(error bound - p) is linear in n ||mu||^4 / (d sigma_p^4) with slope -1/C2 "
-       "(spec §7.3)", "hi")
+       "(docs/model.md#checkable-predictions, prediction 3)", "hi")
 def kou_log_excess_linear(proof: Proof) -> None:
     x = sp.Symbol("x", positive=True)
     log_excess = sp.expand_log(sp.log(_kou_bound() - p), force=True)

@@ -1,8 +1,9 @@
 """Numeric predictions for figure overlays, lambdified from :mod:`theory.statements` (numpy arrays in and out).
 
-The constants ``C1, C2, C_sam`` are unknown (spec §6): the defaults 1.0 give the *shape* of a boundary (its slopes in
-d, n, P, sigma_p); the level has to be calibrated against simulations. Each function builds its numpy function from
-the current statement with ``sympy.lambdify``, so an edit of a statement changes the overlay with it.
+The constants ``C1, C2, C_sam`` are unknown (docs/model.md#theory-statements): the defaults 1.0 give the *shape* of a
+boundary (its slopes in d, n, P, sigma_p); the level has to be calibrated against simulations. Each function builds its
+numpy function from the current statement with ``sympy.lambdify``, so an edit of a statement changes the overlay with
+it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The conditions, theorems and lemmas of spec/theory.md §6 as sympy relations and expressions.
+"""The conditions, theorems and lemmas of docs/model.md#theory-statements as sympy relations and expressions.
 
 One function per statement, each returning a :class:`Statement`; ``STATEMENTS`` maps names to those functions and
 :func:`get` builds one by name. Statements that reuse another one (the SAM window reuses the SGD threshold, U's
@@ -9,11 +9,12 @@ Papers: (Cao) Cao, Chen, Belkin, Gu, NeurIPS 2022, arXiv 2202.06526; (K) Kou, Ch
 arXiv 2303.04145; (C) Chen, Zhang, Kou, Chen, Hsieh, Gu, NeurIPS 2023, arXiv 2310.07269; (U) Tang & Khanna,
 *Sharpness-Aware Machine Unlearning*, arXiv 2506.13715, ICLR 2026.
 
-Tags are the spec's: ``seen`` read in a summary, review or the authors' code; ``hi`` structure and exponents very
-likely right; ``med`` structure right, constants/log factors may be off; ``lo`` best guess; ``derived`` follows from
-the spec's definitions. A statement is a *reconstruction* when its tag is ``med``/``lo``, or when the sympy form was
-written here from a qualitative summary (``reconstructed=True``): it is never the paper's exact statement. Theta/Omega
-are written as equalities/inequalities with an unknown constant; log factors (Omega~) are dropped.
+Tags (docs/model.md#confidence-tags): ``seen`` read in a summary, review or the authors' code; ``hi`` structure and
+exponents very likely right; ``med`` structure right, constants/log factors may be off; ``lo`` best guess; ``derived``
+follows from the model's definitions. A statement is a *reconstruction* when its tag is ``med``/``lo``, or when the
+sympy form was written here from a qualitative summary (``reconstructed=True``): it is never the paper's exact
+statement. Theta/Omega are written as equalities/inequalities with an unknown constant; log factors (Omega~) are
+dropped.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ HARMFUL_EXCESS = sp.Rational(1, 10)  # "test error >= p + 0.1" in (K), (C), U Th
 
 @dataclass(frozen=True)
 class Statement:
-    """One statement of spec §6: named sympy relations (``Ge``, ``Eq``, ...) and expressions (thresholds, bounds).
+    """One statement of docs/model.md#theory-statements: named sympy relations (``Ge``, ``Eq``, ...) and expressions
+    (thresholds, bounds).
 
-    ``tag`` is the spec's confidence tag; ``reconstructed`` marks a sympy form written here from a qualitative
-    summary. ``is_reconstruction`` is what every printout must show.
+    ``tag`` is its confidence tag (docs/model.md#confidence-tags); ``reconstructed`` marks a sympy form written here
+    from a qualitative summary. ``is_reconstruction`` is what every printout must show.
     """
 
     name: str
@@ -102,11 +104,13 @@ def cao_benign() -> Statement:
 
     Benign iff ``n ||mu||^q >~ (sigma_p sqrt d)^q``, else test loss >= Theta(1); the mechanism is a race between
     signal growth ``eta sigma0^(q-2) ||mu||^q / m`` and per-sample noise growth
-    ``eta sigma0^(q-2) (sigma_p sqrt d)^q / (n m)`` (spec §6). Threshold slopes: +1/2 in d, -1/q in n (spec §7.2).
+    ``eta sigma0^(q-2) (sigma_p sqrt d)^q / (n m)``. Threshold slopes: +1/2 in d, -1/q in n (prediction 2 of
+    docs/model.md#checkable-predictions).
     """
     noise_scale = (sigma_p * sp.sqrt(d)) ** q
     return Statement(
-        name="cao_benign", source="(Cao) Cao et al., NeurIPS 2022, arXiv 2202.06526, main theorems; spec §6",
+        name="cao_benign",
+        source="(Cao) Cao et al., NeurIPS 2022, arXiv 2202.06526, main theorems; docs/model.md#theory-statements",
         tag="hi",
         relations={
             "benign_condition": sp.Ge(n * mu**q, C1 * noise_scale),
@@ -124,11 +128,13 @@ def kou_bounds() -> Statement:
 
     After ``T = Omega(n m / (eta eps d sigma_p^2))`` GD steps the training loss is <= eps, and
     if ``n ||mu||^4 >= C1 d sigma_p^4``: test error <= ``p + exp(-n ||mu||^4 / (C2 d sigma_p^4))``;
-    if ``n ||mu||^4 <= C3 d sigma_p^4``: test error >= ``p + 0.1`` (spec §6).
+    if ``n ||mu||^4 <= C3 d sigma_p^4``: test error >= ``p + 0.1``.
     """
     benign_error_bound = p + sp.exp(-n * mu**4 / (C2 * d * sigma_p**4))
     return Statement(
-        name="kou_bounds", source="(K) Kou et al., ICML 2023, arXiv 2303.04145, main theorem; spec §6", tag="hi",
+        name="kou_bounds",
+        source="(K) Kou et al., ICML 2023, arXiv 2303.04145, main theorem; docs/model.md#theory-statements",
+        tag="hi",
         relations={
             "time_bound": sp.Ge(T, C_T * n * m / (eta * eps * d * sigma_p**2)),
             "benign_condition": sp.Ge(n * mu**4, C1 * d * sigma_p**4),
@@ -146,12 +152,14 @@ def chen_sgd() -> Statement:
     """(C) SGD on the two-layer ReLU CNN with P patches [hi thresholds].
 
     Benign iff ``n ||mu||^4 >= C1 d P^4 sigma_p^4``, i.e. ``||mu|| >= ||mu||* = (C1 d P^4 sigma_p^4 / n)^(1/4)``
-    (spec writes ``C d^(1/4) n^(-1/4) P sigma_p`` with ``C = C1^(1/4)``); harmful (error >= p + 0.1) when
-    ``n ||mu||^4 <= C3 d P^4 sigma_p^4`` (spec §6).
+    (also written ``C d^(1/4) n^(-1/4) P sigma_p`` with ``C = C1^(1/4)``); harmful (error >= p + 0.1) when
+    ``n ||mu||^4 <= C3 d P^4 sigma_p^4``.
     """
     scale = d * P**4 * sigma_p**4
     return Statement(
-        name="chen_sgd", source="(C) Chen et al., NeurIPS 2023, arXiv 2310.07269, SGD theorem; spec §6", tag="hi",
+        name="chen_sgd",
+        source="(C) Chen et al., NeurIPS 2023, arXiv 2310.07269, SGD theorem; docs/model.md#theory-statements",
+        tag="hi",
         relations={
             "benign_condition": sp.Ge(n * mu**4, C1 * scale),
             "boundary": _eq(n * mu**4, C1 * scale),
@@ -185,13 +193,15 @@ def chen_sam() -> Statement:
     radius ``tau = Theta(m sqrt(B) / (P sigma_p sqrt d))`` and ``sigma_0 = Theta~(1 / (P sigma_p sqrt d))``; at the
     perturbed point ``<w_{y_i,r} + eps, xi_i> < 0`` switches off the neurons that would memorise ``xi_i``, so the noise
     coefficients stay at the init scale ``sigma_0 sigma_p sqrt d``. SAM is strictly better than SGD in the window
-    ``C_sam <= ||mu|| < ||mu||*_SGD`` (spec §6). The perturbation size is :func:`sam_gradient_model`.
+    ``C_sam <= ||mu|| < ||mu||*_SGD``. The perturbation size is :func:`sam_gradient_model`.
     """
     tau_choice = m * sp.sqrt(B) / (P * sigma_p * sp.sqrt(d))
     sigma_0_choice = 1 / (P * sigma_p * sp.sqrt(d))
     at_choice = sam_gradient_model(tau_choice)["perturbation_along_noise"]
     return Statement(
-        name="chen_sam", source="(C) Chen et al., NeurIPS 2023, arXiv 2310.07269, SAM theorem; spec §6", tag="med",
+        name="chen_sam",
+        source="(C) Chen et al., NeurIPS 2023, arXiv 2310.07269, SAM theorem; docs/model.md#theory-statements",
+        tag="med",
         relations={
             "benign_condition": sp.Ge(mu, C_sam),
             "benign_error": sp.Le(test_error, p + eps),
@@ -225,7 +235,8 @@ def unlearning_lemma_3_1() -> Statement:
     step_sam_retain = step_sgd_retain * sp.Heaviside(preactivation + eps_retain)
     step_sam_forget = step_sgd_forget * sp.Heaviside(preactivation + eps_forget)
     return Statement(
-        name="unlearning_lemma_3_1", source="(U) Tang & Khanna, ICLR 2026, Lemma 3.1 (from a summary); spec §6",
+        name="unlearning_lemma_3_1", source="(U) Tang & Khanna, ICLR 2026, Lemma 3.1 (from a summary); "
+               "docs/model.md#theory-statements",
         tag="seen", reconstructed=True,
         relations={
             "perturbation_along_noise_retain": eps_retain,
@@ -253,7 +264,8 @@ def unlearning_thm_3_2() -> Statement:
         return C1_U * d ** sp.Rational(1, 4) * size ** sp.Rational(-1, 4) * P * sigma_p
 
     return Statement(
-        name="unlearning_thm_3_2", source="(U) Tang & Khanna, ICLR 2026, Thm 3.2 (from a summary); spec §6",
+        name="unlearning_thm_3_2", source="(U) Tang & Khanna, ICLR 2026, Thm 3.2 (from a summary); "
+               "docs/model.md#theory-statements",
         tag="seen",
         relations={
             "threshold": threshold(n),
@@ -273,7 +285,8 @@ def unlearning_thm_3_3() -> Statement:
     The extra hypothesis "given enough retain signal" is not known in formal form and is kept in the description.
     """
     return Statement(
-        name="unlearning_thm_3_3", source="(U) Tang & Khanna, ICLR 2026, Thm 3.3 (from a summary); spec §6",
+        name="unlearning_thm_3_3", source="(U) Tang & Khanna, ICLR 2026, Thm 3.3 (from a summary); "
+               "docs/model.md#theory-statements",
         tag="seen",
         relations={
             "benign_condition": sp.Ge(phi, C_sam),
@@ -284,7 +297,8 @@ def unlearning_thm_3_3() -> Statement:
 
 
 def kappa_step(weights, signs, active, margins) -> sp.Expr:
-    """One signal-coefficient step on the retain set, the spec's kappa recursion (spec §5-6 [derived]).
+    """One signal-coefficient step on the retain set, the kappa recursion of docs/model.md#signal-and-noise-coefficients
+    [derived].
 
         Delta kappa = (eta ||phi||^2 / m) * sum_i a_i |l'(z_i)| yhat_i y_i sigma'(<w~, yhat_i phi>),
         |l'(z)| = 1 / (1 + e^z),  z_i = y_i f(W~, x_i),
@@ -298,17 +312,19 @@ def kappa_step(weights, signs, active, margins) -> sp.Expr:
 
 
 def unlearning_lemma_3_4() -> Statement:
-    """(U) Lemma 3.4, "signal surplus" [seen, abstract; sympy form reconstructed here, spec §6 correction].
+    """(U) Lemma 3.4, "signal surplus" [seen, abstract; sympy form reconstructed here; docs/model.md#theory-statements].
 
-    The abstract: "the signal surplus of SAM in the order of signal strength". Read (spec §6, correction) as a
+    The abstract: "the signal surplus of SAM in the order of signal strength". Read (docs/model.md#theory-statements) as
+    a
     *difference* per step on R: ``Delta kappa_SAM - Delta kappa_SGD = C_surplus ||phi||^2`` with ``C_surplus > 0``
     (SAM learns retain signal faster), so SAM tolerates a smaller retain weight alpha. The *ratio*
     ``Delta kappa_SAM / Delta kappa_SGD`` is kept as a read-out only, ``C_ratio = Theta(1)`` in ``||phi||``: every
     kappa step carries the factor ``||phi||^2`` (:func:`kappa_step`), so it cancels in the ratio. An earlier version
-    of this module stated the ratio as ``Theta(||phi||^2)``, which cannot hold in this model (spec §6).
+    of this module stated the ratio as ``Theta(||phi||^2)``, which cannot hold in this model.
     """
     return Statement(
-        name="unlearning_lemma_3_4", source="(U) Tang & Khanna, ICLR 2026, Lemma 3.4 (from the abstract); spec §6",
+        name="unlearning_lemma_3_4", source="(U) Tang & Khanna, ICLR 2026, Lemma 3.4 (from the abstract); "
+               "docs/model.md#theory-statements",
         tag="seen", reconstructed=True,
         relations={
             "signal_surplus": C_surplus * phi**2,
@@ -322,13 +338,15 @@ def unlearning_lemma_3_4() -> Statement:
 def alpha_threshold() -> Statement:
     """(U) alpha thresholds [seen, summary; sympy form reconstructed here].
 
-    ``alpha*`` is the smallest retain weight keeping test error <= p + delta (spec §7.9). Summary: SAM tolerates a
-    smaller alpha, and in the benign range ``alpha*_SGD - alpha*_SAM = O(sqrt(d/n))``. Written here as the ordering
-    plus the gap bound ``C_alpha sqrt(d/n)``; whether the gap is also Theta(sqrt(d/n)) is not known.
-    Consistency [derived]: at the SGD boundary ``||phi||^2 ~ sqrt(d/n) P^2 sigma_p^2``.
+    ``alpha*`` is the smallest retain weight keeping test error <= p + delta (prediction 9 of
+    docs/model.md#checkable-predictions). Summary: SAM tolerates a smaller alpha, and in the benign range ``alpha*_SGD -
+    alpha*_SAM = O(sqrt(d/n))``. Written here as the ordering plus the gap bound ``C_alpha sqrt(d/n)``; whether the gap
+    is also Theta(sqrt(d/n)) is not known. Consistency [derived]: at the SGD boundary ``||phi||^2 ~ sqrt(d/n) P^2
+    sigma_p^2``.
     """
     return Statement(
-        name="alpha_threshold", source="(U) Tang & Khanna, ICLR 2026, after Lemma 3.4 (from a summary); spec §6-7",
+        name="alpha_threshold", source="(U) Tang & Khanna, ICLR 2026, after Lemma 3.4 (from a summary); "
+               "docs/model.md#theory-statements",
         tag="seen", reconstructed=True,
         relations={
             "ordering": sp.Gt(alpha_star_sgd, alpha_star_sam),
@@ -347,7 +365,8 @@ def sharp_minmax_remark() -> Statement:
     """
     sgd_threshold = get("unlearning_thm_3_2").relations["threshold"]
     return Statement(
-        name="sharp_minmax_remark", source="(U) Tang & Khanna, ICLR 2026, remark on Sharp MinMax; spec §6",
+        name="sharp_minmax_remark", source="(U) Tang & Khanna, ICLR 2026, remark on Sharp MinMax; "
+               "docs/model.md#theory-statements",
         tag="seen", reconstructed=True,
         relations={
             "threshold": _eq(phi_star_maxpart, C_maxpart * sgd_threshold),

@@ -1,19 +1,20 @@
-"""The symbols of spec/theory.md §1–6, with the assumptions sympy reasons under.
+"""The symbols of docs/model.md, with the assumptions sympy reasons under.
 
 Every quantity is a positive real (``positive=True, real=True``): sizes, dimensions, scales, rates and the unknown
 constants of the theorems alike. Two carry a tighter range that sympy cannot hold as an assumption and that is
 therefore only documented here (``RANGES``) and used by the numerical spot checks:
 
-* ``p``, the label-flip probability, lies in (0, 1/2) (spec §1 [hi]);
-* ``alpha``, NegGrad's retain weight, lies in (0, 1) (spec §4 [seen]); checks that need ``1 - alpha > 0`` write
+* ``p``, the label-flip probability, lies in (0, 1/2) (docs/model.md#data-model [hi]);
+* ``alpha``, NegGrad's retain weight, lies in (0, 1) (docs/model.md#unlearning-objectives [seen]); checks that need ``1
+- alpha > 0`` write
   ``alpha = 1/(1 + u)`` with ``u > 0``.
 
 ``mu`` is the signal strength ``||mu||`` of (Cao)/(K)/(C); ``phi`` is the same quantity in (U)'s notation
 (``||varphi||``), kept as its own symbol so the unlearning statements read like the paper.
 
-Constants ``C1, C2, C3, C_sam, ...`` are the theorems' unknown absolute constants (spec §6: "check scalings and
-orderings, not absolute thresholds"). The same name in two papers need not be the same number: see the docstrings
-of :mod:`theory.statements`.
+Constants ``C1, C2, C3, C_sam, ...`` are the theorems' unknown absolute constants (docs/model.md#theory-statements:
+"check scalings and orderings, not absolute thresholds"). The same name in two papers need not be the same number: see
+the docstrings of :mod:`theory.statements`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _positive(name: str) -> sp.Symbol:
     return sp.Symbol(name, positive=True, real=True)
 
 
-# data model and network (spec §1–2)
+# data model and network (docs/model.md#data-model, #network)
 n = _positive("n")                # number of training samples (|S| in U)
 n_R = _positive("n_R")            # retain-set size (U)
 n_F = _positive("n_F")            # forget-set size (U)
@@ -39,7 +40,7 @@ mu = _positive("mu")              # signal strength ||mu|| (Cao/K/C)
 phi = _positive("phi")            # signal strength ||varphi|| (U)
 p = _positive("p")                # label-flip probability, documented range (0, 1/2)
 
-# optimisation (spec §3–4)
+# optimisation (docs/model.md#optimizers, #unlearning-objectives)
 eta = _positive("eta")            # learning rate
 rho = _positive("rho")            # SAM radius (U's code); (C) calls it tau
 tau = _positive("tau")            # SAM radius in (C)'s notation

@@ -1,9 +1,9 @@
 """Do the fitted slopes of the GD boundary approach the theory's +1/4 in d and -1/4 in n as the ranges grow?
 
-Spec §7.2: the benign/harmful boundary ``||mu||*`` of GD should scale like ``d^{1/4} n^{-1/4}``, but small ranges
-bend the fitted slope (the (K) authors' grid gives ~0.16 in d). This module runs GD sweeps (gram backend, cached and
-resumable) over widening windows of d (at fixed n) and of n (at a large fixed d, so that d >> n), finds the boundary
-per d / per n and fits the log-log slope over
+Prediction 2 (docs/model.md#checkable-predictions): the benign/harmful boundary ``||mu||*`` of GD should scale like
+``d^{1/4} n^{-1/4}``, but small ranges bend the fitted slope (the (K) authors' grid gives ~0.16 in d). This module runs
+GD sweeps (gram backend, cached and resumable) over widening windows of d (at fixed n) and of n (at a large fixed d, so
+that d >> n), finds the boundary per d / per n and fits the log-log slope over
 
 * expanding windows ``[x_min, x_max]`` with ``x_max`` growing, and
 * sliding windows of a fixed number of consecutive grid values (a fixed factor in x),
@@ -14,8 +14,8 @@ The ||mu|| grid is found per axis value in two stages: a coarse geometric grid a
 ``c0 (d/100)^{1/4} (n/20)^{-1/4}`` on a few seeds locates the crossing, then a fine geometric grid around that
 crossing runs on every seed; only the fine stage enters the fits, and an axis value whose fine grid does not bracket
 the crossing is left out (``bracketed`` in boundaries.csv; ``points_used`` counts what a window kept). The theorems
-speak only of interpolating networks (spec §6 premise): runs with train error > 0 (or non-finite metrics) are
-excluded from the boundary and counted in ``cells_excluded``.
+speak only of interpolating networks (docs/model.md#premise-of-every-bound): runs with train error > 0 (or non-finite
+metrics) are excluded from the boundary and counted in ``cells_excluded``.
 
     python -m theory.widening --out results/widening --preset full --executor pool          # ~100 s on 2 cores
     python -m theory.widening --out results/widening_sigma0 --preset full_sigma0 --executor pool   # sigma_0 ~ 1/sqrt(d)

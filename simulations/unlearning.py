@@ -84,13 +84,15 @@ def random_label(run, state):
     return state
 
 
-@register("retrain", ("optimizer", "lr", "steps"),
+@register("retrain", ("optimizer", "lr", "steps", "rho", "sam_steps"),
           "retrain on R from fresh initial filters with the pretraining recipe (the gold standard)")
 def retrain(run, state):
     state = run.restart_from_retrain_init()
     retain = run.sampler(run.retain, run.train_batch, STREAM_BATCH + 400)
+    sam_until = run.cfg.sam_steps or run.cfg.steps  # the pretraining's schedule: SAM for the first sam_steps only
+    zero_rho = torch.zeros_like(run.train_rho)
     for t in range(run.cfg.steps):
-        state = run.step(state, run.labels, retain(t), run.train_lr, run.train_rho)
+        state = run.step(state, run.labels, retain(t), run.train_lr, run.train_rho if t < sam_until else zero_rho)
     return state
 
 

@@ -107,6 +107,19 @@ def test_retrain_trains_on_the_retain_set_from_fresh_filters():
     assert all((c["weights"][0][run.forget[0]] == 0).all() for c in calls)
 
 
+def test_retrain_follows_the_pretraining_sam_schedule():
+    """Retraining is the pretraining recipe on R: with ``sam_steps`` SAM's radius is used for the first sam_steps
+    steps only, then 0 (as in pretraining); without it, on every step; GD retrains at radius 0 throughout."""
+    base = {k: v for k, v in BASE.items() if k != "unlearn_steps"}
+    for sam_steps, expected in ((4, [0.3] * 4 + [0.0] * 6), (0, [0.3] * 10)):
+        _, calls = _spy(tiny(unlearn_method="retrain", optimizer="sam", rho=0.3, steps=10, sam_steps=sam_steps,
+                             **{k: v for k, v in base.items() if k not in ("optimizer", "rho")}))
+        np.testing.assert_allclose([float(c["rho"][0]) for c in calls], expected, err_msg=f"sam_steps={sam_steps}")
+    _, calls = _spy(tiny(unlearn_method="retrain", optimizer="gd", steps=5,
+                         **{k: v for k, v in base.items() if k != "optimizer"}))
+    assert [float(c["rho"][0]) for c in calls] == [0.0] * 5
+
+
 def _variants(name, value):
     from simulations.config import CHOICES
 

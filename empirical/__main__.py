@@ -117,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .trainer import TrainingDiverged
-
     from simulations.provenance import recorded_command
+
+    from .trainer import TrainingDiverged
 
     handlers = {"download": _download, "unlearn": _unlearn, "evaluate": _evaluate, "memorization": _memorization,
                 "protocol": _protocol, "pretrain": _train, "retrain": _train, "report": _report,
@@ -188,8 +188,9 @@ def _train(args) -> int:
         return _print_json({"stage": args.command, "preset": args.preset, "hash": cfg.hash, "config": cfg.to_dict()})
     _require_out(args)
     record = train(cfg, args.out, stage=args.command, force=args.force)
-    print(f"{args.command}: train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
-          f"test_acc {record['test_acc']:.4f}  forget_acc {record['forget_acc']:.4f}  "
+    # on screen in percent, as every other accuracy the pipeline shows (the record keeps fractions)
+    print(f"{args.command}: accuracy % train_acc {100 * record['train_acc']:.2f}  val_acc {100 * record['val_acc']:.2f}"
+          f"  test_acc {100 * record['test_acc']:.2f}  forget_acc {100 * record['forget_acc']:.2f}  "
           f"({sum(record['epoch_seconds']):.1f} s on {record['device']})")
     print(f"wrote {Path(args.out) / 'record.json'}")
     return 0
@@ -275,7 +276,7 @@ def _unlearn(args) -> int:
     _require_out(args)
     record = unlearn(cfg, args.source, args.out, force=args.force)
     a, b = record["accuracy"], record["source_accuracy"]
-    print(f"{record['method']}: retain {b['retain']:.2f} -> {a['retain']:.2f}  forget {b['forget']:.2f} -> "
+    print(f"{record['method']}: accuracy % retain {b['retain']:.2f} -> {a['retain']:.2f}  forget {b['forget']:.2f} -> "
           f"{a['forget']:.2f}  test {b['test']:.2f} -> {a['test']:.2f}  ({sum(record['epoch_seconds']):.1f} s on "
           f"{record['device']})")
     print(f"wrote {Path(args.out) / 'record.json'}")

@@ -39,7 +39,7 @@ TRAIN_FIELD_HELP: dict[str, str] = {
     "sam_bf16": "SAM/ASAM steps in bf16 too (default fp32/TF32: bf16 blurs the SAM correction)",
     "channels_last": "channels_last memory format (faster on GPUs and CPUs)",
     "compile": "torch.compile of the model's forward",
-    "cuda_graphs": "capture the whole step (both SAM passes, the update) once as a CUDA graph and replay it (CUDA only)",
+    "cuda_graphs": "capture the whole step (both SAM passes, the update) once as a CUDA graph, replay it (CUDA only)",
 }
 
 UNLEARN_FIELD_HELP: dict[str, str] = {

@@ -85,7 +85,7 @@ def test_every_command_line_prints_the_same_version(capsys):
     from theory.__main__ import main as theory_main
 
     for entry in (empirical_main, theory_main, figures_main):
-        assert _exit_code(lambda: entry(["--version"])) == 0
+        assert _exit_code(lambda entry=entry: entry(["--version"])) == 0
         assert capsys.readouterr().out.strip() == version_text()
 
 
@@ -123,7 +123,7 @@ def test_empirical_set_help_lists_the_fields(capsys):
     for verb, names in (("pretrain", ("forget_size", "memorization_scores", "warmup_epochs")),
                         ("unlearn", ("mask_fraction", "forget_bn", "scrub_beta")),
                         ("protocol", ("forget_level", "forget_rho"))):
-        assert _exit_code(lambda: empirical_main([verb, "--help"])) == 0
+        assert _exit_code(lambda verb=verb: empirical_main([verb, "--help"])) == 0
         out = capsys.readouterr().out
         assert all(f"\n{name} " in out for name in names), verb
 

@@ -233,22 +233,32 @@ def test_pool_workers_exit_with_their_killed_parent(tmp_path):
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True)
     workers: list[int] = []
-    deadline = time.time() + 60
-    while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.5)
+    alive: list[int] = []
+    try:
+        # wait until the pool computes (a chunk is written: its workers are past their initializer), however slow
+        # the machine is; then kill the parent outright
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((tmp_path / "pool").rglob("chunk-*.json")):
+            assert parent.poll() is None, "the sweep ended before it was killed"
+            time.sleep(0.5)
         listing = subprocess.run(["ps", "-o", "pid=,ppid=", "-A"], capture_output=True, text=True).stdout
         workers = [int(p) for p, pp in (line.split() for line in listing.splitlines()) if int(pp) == parent.pid]
-    assert workers, "the pool never started"
-    parent.kill()
-    parent.wait()
-    deadline = time.time() + 10
-    alive = workers
-    while alive and time.time() < deadline:
-        time.sleep(0.25)
-        alive = [w for w in workers if _running(w)]
-    for w in alive:  # never leave a process behind, even when the test fails
-        os.kill(w, 9)
-    assert not alive, f"orphaned workers {alive}"
+        assert workers, "the pool never started"
+        parent.kill()
+        parent.wait()
+        deadline = time.time() + 10
+        alive = workers
+        while alive and time.time() < deadline:
+            time.sleep(0.25)
+            alive = [w for w in workers if _running(w)]
+        assert not alive, f"orphaned workers {alive}"
+    finally:  # never leave a process behind, even when the test fails
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for w in workers:
+            if _running(w):
+                os.kill(w, 9)
 
 
 def _running(pid: int) -> bool:

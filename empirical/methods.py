@@ -227,7 +227,7 @@ class Scrub(Method):
             with torch.no_grad():
                 target = run.teacher(run.layout(x))
             t = run.s.scrub_temperature
-            kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.softmax(target.float(), dim=1),
+            kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.softmax(target.float() / t, dim=1),
                           reduction="batchmean") * t * t
             return F.cross_entropy(logits, y), kl
 

@@ -381,7 +381,7 @@ class Stub(nn.Module):
         return self.classifier(self.features(x))
 
 
-def test_mia_efficacy_is_scored_on_the_forget_set():
+def test_mia_efficacy_is_scored_on_the_forget_set(monkeypatch):
     """R and the validation set are confidently fit (like members), F and the test set are not: every F sample looks
     like a non-member, so the efficacy on F is 1 — scored on R or on the validation set it would be 0."""
     from empirical.evaluate import describe
@@ -401,6 +401,20 @@ def test_mia_efficacy_is_scored_on_the_forget_set():
     result = describe(Stub(), prepared, CPU, mia_features=("confidence", "entropy"), wp_points=10)
     assert result["mia_efficacy"] == {"confidence": 1.0, "entropy": 1.0}
     assert result["accuracy"] == {"retain": 100.0, "forget": 100.0, "test": 100.0, "val": 100.0}
+    # the attack's sets exactly: shadow-in a sample of R (all of it here: |R| = |test|), shadow-out the test set,
+    # target F
+    import empirical.evaluate as evaluate_module
+    from empirical.metrics import model_outputs
+
+    calls = []
+    monkeypatch.setattr(evaluate_module, "mia_efficacy", lambda *sets, **kw: calls.append(sets) or {})
+    describe(Stub(), prepared, CPU, mia_features=("confidence",), wp_points=10)
+    (shadow_in, shadow_out, target), = calls
+    for got, (images, idx) in ((shadow_in, (data, prepared.retain_idx)), (shadow_out, (test, torch.arange(20))),
+                               (target, (data, prepared.forget_idx))):
+        want = model_outputs(Stub(), images, idx, CPU)
+        np.testing.assert_array_equal(got[0], want.probs)
+        np.testing.assert_array_equal(got[1], want.labels)
 
 
 RT = {"retain": 95.0, "forget": 60.0, "test": 80.0}

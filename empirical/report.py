@@ -25,8 +25,6 @@ from simulations.errors import ConfigError
 
 from .protocol import LEVELS, ROW_KEYS
 
-MARGIN = 0.5  # ToW points (×100): a difference smaller than this is "cannot decide" (one seed, no error bars)
-
 
 def _read(path: Path) -> dict:
     try:
@@ -94,54 +92,73 @@ def table_lines(report: dict) -> list[str]:
     return lines
 
 
+FACTORS = ("pretrain", "forget", "method", "optimizer")
+
+
+def paired_differences(rows: list[dict], key: str, factor: str, a: str, b: str) -> np.ndarray:
+    """``row[key]`` of ``factor = a`` minus that of ``factor = b``, for every pair of rows equal in every other
+    factor (pretraining and unlearning optimizer, forget set, method): the comparisons the claims rest on."""
+    other = [f for f in FACTORS if f != factor]
+    by_cell: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        by_cell.setdefault(tuple(r[f] for f in other), {})[r[factor]] = float(r[key])
+    return np.array([c[a] - c[b] for c in by_cell.values() if a in c and b in c and np.isfinite(c[a] - c[b])])
+
+
+def bootstrap_ci(diffs: np.ndarray, level: float = 0.95, n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``diffs`` (resampling the pairs); (nan, nan) for fewer than 3."""
+    diffs = np.asarray(diffs, dtype=float)
+    if len(diffs) < 3:
+        return float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(diffs, size=(n_boot, len(diffs))).mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def verdict(lo: float, hi: float) -> str:
+    """supports when the interval of the paired mean difference lies above 0, contradicts when below, else cannot
+    decide (also when there are too few pairs to bootstrap)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "cannot decide (too few paired runs)"
+    return "supports" if lo > 0 else "contradicts" if hi < 0 else "cannot decide"
+
+
 def claims(report: dict) -> list[dict[str, Any]]:
-    """What the table says about the paper's empirical claims (docs/protocol.md#what-the-paper-reports), each with its
-    numbers and a verdict: supports / contradicts when the difference exceeds :data:`MARGIN` ToW points, else cannot
-    decide (one seed)."""
+    """What the table says about the paper's empirical claims (docs/protocol.md#what-the-paper-reports). Each claim
+    is a paired comparison: the rows that differ only in the factor the claim is about (e.g. SAM- vs SGD-pretrained,
+    same forget set, method and unlearning optimizer) give one difference each, and the verdict comes from the 95 %
+    bootstrap interval of their mean (:func:`verdict`). One seed: the interval is over cells, not over seeds."""
     rows = report["rows"]
+    scale = {"tow": 100.0, "tow_mia": 100.0, "mia": 1.0, "e_var": 1.0}
 
-    def avg(key: str, **match) -> float:
-        sel = [r for r in rows if all(r[k] == v for k, v in match.items())]
-        return 100 * _mean(sel, key) if key.startswith("tow") else _mean(sel, key)
+    def claim(text: str, key: str, factor: str, a: str, b: str, sign: float = 1.0, extra: str = "") -> dict:
+        d = sign * scale[key] * paired_differences(rows, key, factor, a, b)
+        lo, hi = bootstrap_ci(d)
+        mean = float(d.mean()) if len(d) else float("nan")
+        what = f"{'+' if sign > 0 else '-'}({key} of {factor}={a} minus {factor}={b})"
+        numbers = (f"{len(d)} paired runs, mean difference {what} {mean:.2f}, 95 % CI [{lo:.2f}, {hi:.2f}], "
+                   f"{int((d > 0).sum())} of {len(d)} positive" + (f"; {extra}" if extra else ""))
+        return {"claim": text, "difference": mean, "ci": [lo, hi], "pairs": len(d), "verdict": verdict(lo, hi),
+                "numbers": numbers}
 
-    def verdict(diff: float, margin: float = MARGIN) -> str:
-        if not np.isfinite(diff):
-            return "cannot decide (not run)"
-        return "supports" if diff > margin else "contradicts" if diff < -margin else "cannot decide"
-
-    out = []
-    d_pre = avg("tow", pretrain="sam") - avg("tow", pretrain="sgd")
-    out.append({"claim": "SAM as pretraining optimizer raises AVG ToW", "difference": d_pre, "verdict": verdict(d_pre),
-                "numbers": f"AVG ToW over all methods and unlearning optimizers: SAM-pretrained "
-                           f"{avg('tow', pretrain='sam'):.2f} vs SGD-pretrained {avg('tow', pretrain='sgd'):.2f}"})
-    d_un = avg("tow", optimizer="sam") - avg("tow", optimizer="sgd")
-    out.append({"claim": "SAM as unlearning optimizer raises AVG ToW", "difference": d_un, "verdict": verdict(d_un),
-                "numbers": f"AVG ToW over all methods and models: SAM unlearning {avg('tow', optimizer='sam'):.2f} "
-                           f"vs SGD unlearning {avg('tow', optimizer='sgd'):.2f}"})
+    models = report.get("models", {})
+    accuracy = ", ".join(f"{n.removeprefix('pretrain_').upper()} {m['test_acc']:.2f} %" for n, m in models.items()
+                         if n.startswith("pretrain_"))
+    out = [claim("SAM as pretraining optimizer raises ToW", "tow", "pretrain", "sam", "sgd",
+                 extra=f"pretrained test accuracy {accuracy}" if accuracy else ""),
+           claim("SAM as unlearning optimizer raises ToW", "tow", "optimizer", "sam", "sgd")]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     if "sharp_minmax" in methods and len(methods) > 1:
-        best_other = max(avg("tow", method=m) for m in methods if m != "sharp_minmax")
-        d = avg("tow", method="sharp_minmax") - best_other
-        out.append({"claim": "Sharp MinMax is the best method", "difference": d, "verdict": verdict(d),
-                    "numbers": ", ".join(f"{m} {avg('tow', method=m):.2f}" for m in methods) + " (AVG ToW)"})
-    d_mia = avg("tow_mia", pretrain="sam") - avg("tow_mia", pretrain="sgd")
-    out.append({"claim": "stronger MIA resistance with SAM (ToW-MIA, SAM- vs SGD-pretrained)", "difference": d_mia,
-                "verdict": verdict(d_mia),
-                "numbers": f"AVG ToW-MIA {avg('tow_mia', pretrain='sam'):.2f} vs {avg('tow_mia', pretrain='sgd'):.2f};"
-                           f" MIA efficacy {avg('mia', pretrain='sam'):.3f} vs {avg('mia', pretrain='sgd'):.3f}"})
-    e_sam, e_sgd = avg("e_var", pretrain="sam"), avg("e_var", pretrain="sgd")
-    rel = (e_sgd - e_sam) / e_sgd if e_sgd else float("nan")
-    out.append({"claim": "lower entanglement (E_Var) after unlearning with SAM-pretrained models", "difference": rel,
-                "verdict": verdict(rel, 0.02),
-                "numbers": f"AVG E_Var {e_sam:.3f} (SAM-pretrained) vs {e_sgd:.3f} (SGD-pretrained), relative "
-                           f"decrease {100 * rel:.1f} % (verdict margin 2 %)"})
+        for m in methods:
+            if m != "sharp_minmax":
+                out.append(claim(f"Sharp MinMax beats {m}", "tow", "method", "sharp_minmax", m))
+    out.append(claim("stronger MIA resistance with SAM pretraining (ToW-MIA)", "tow_mia", "pretrain", "sam", "sgd"))
+    out.append(claim("lower entanglement (E_Var) with SAM-pretrained models", "e_var", "pretrain", "sam", "sgd",
+                     sign=-1.0))
     levels = [lv for lv in ("low", "mid", "high") if any(r["forget"] == lv for r in rows)]
     if len(levels) >= 2:
-        per = {lv: avg("tow", forget=lv) for lv in levels}
-        d = per[levels[0]] - per[levels[-1]]
-        out.append({"claim": "memorization trend: ToW falls from F_low to F_high", "difference": d,
-                    "verdict": verdict(d),
-                    "numbers": ", ".join(f"F_{lv} {v:.2f}" for lv, v in per.items()) + " (AVG ToW over all runs)"})
+        out.append(claim(f"memorization trend: ToW lower on F_{levels[-1]} than on F_{levels[0]}", "tow", "forget",
+                         levels[0], levels[-1]))
     return out
 
 
@@ -170,8 +187,10 @@ def markdown(report: dict) -> str:
         f"F_{lv}: RA {r['retain']:.2f}, FA {r['forget']:.2f}, TA {r['test']:.2f}, MIA {r['mia']:.3f}, "
         f"E_Var {r['e_var']:.3f}" for lv, r in report["retrain_reference"].items()), "",
         "## The paper's empirical claims against this table", "",
-        f"Verdicts by the numbers (a difference under {MARGIN} ToW points: cannot decide — one seed, "
-        f"{report['label']}).", ""]
+        "Each claim is a paired comparison: the runs that differ only in the factor the claim is about give one "
+        "difference each; the verdict is \"supports\" when the 95 % bootstrap interval of the mean difference lies "
+        "above 0, \"contradicts\" when below, else \"cannot decide\" (one seed: the interval is over the paired "
+        f"cells, not over seeds; {report['label']}).", ""]
     for c in report["claims"]:
         lines.append(f"- **{c['claim']}**: {c['verdict']} — {c['numbers']}.")
     if report.get("missing"):

@@ -121,3 +121,40 @@ def test_report_writes_the_paper_shaped_table_and_figures(settings, tmp_path, ca
     assert figures_main(["--only", "empirical", "--protocol", str(tmp_path / "r"), "--out",
                          str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "empirical_tow_by_forget_set.png").is_file()
+
+
+def test_report_claims_are_paired_comparisons_that_can_come_out_either_way():
+    """Each claim compares runs equal in every other factor; its verdict follows the sign of the bootstrap interval
+    of the paired mean: all pairs +1 → supports, all −1 → contradicts, ±1 alternating → cannot decide."""
+    from empirical.report import bootstrap_ci, claims, paired_differences
+
+    def rows(delta):  # SAM-pretrained ToW = SGD-pretrained ToW + delta(cell index), in ToW fractions
+        out, i = [], 0
+        for forget in ("low", "high"):
+            for method in ("neggrad", "sharp_minmax"):
+                for opt in ("sgd", "sam"):
+                    base = {"forget": forget, "method": method, "optimizer": opt, "tow_mia": 0.5, "mia": 0.5,
+                            "e_var": 1.0}
+                    out.append({**base, "pretrain": "sgd", "tow": 0.80})
+                    out.append({**base, "pretrain": "sam", "tow": 0.80 + delta(i) / 100})
+                    i += 1
+        return out
+
+    up = rows(lambda i: 1.0)
+    d = paired_differences(up, "tow", "pretrain", "sam", "sgd")
+    np.testing.assert_allclose(d, 0.01)  # 8 pairs, each matched on forget set, method and unlearning optimizer
+    assert len(d) == 8
+    first = {c["claim"]: c for c in claims({"rows": up})}
+    pre = first["SAM as pretraining optimizer raises ToW"]
+    assert pre["verdict"] == "supports" and pre["pairs"] == 8 and abs(pre["difference"] - 1.0) < 1e-9
+    down = {c["claim"]: c for c in claims({"rows": rows(lambda i: -1.0)})}
+    assert down["SAM as pretraining optimizer raises ToW"]["verdict"] == "contradicts"
+    mixed = {c["claim"]: c for c in claims({"rows": rows(lambda i: (-1.0) ** i)})}
+    assert mixed["SAM as pretraining optimizer raises ToW"]["verdict"] == "cannot decide"
+    # the unlearning optimizer is a different factor: its pairs here are all equal, so it cannot decide either way
+    assert first["SAM as unlearning optimizer raises ToW"]["verdict"] == "cannot decide"
+    # entanglement: lower E_Var with SAM supports; the sign is the claim's, not the raw difference's
+    lower = [dict(r, e_var=0.9) if r["pretrain"] == "sam" else r for r in up]
+    lower_claims = {c["claim"]: c for c in claims({"rows": lower})}
+    assert lower_claims["lower entanglement (E_Var) with SAM-pretrained models"]["verdict"] == "supports"
+    assert np.isnan(bootstrap_ci(np.array([1.0, 2.0]))[0])  # too few pairs: no interval

@@ -4,11 +4,15 @@
     python tests/mutation.py simulations/unlearning.py tests/test_unlearning.py tests/test_method_properties.py
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
 
-Copies the tracked files into ``mutants-work/<module>/`` (git-ignored), narrows ``[tool.mutmut]`` there to the one
-module (``only_mutate``) and the named tests (``pytest_add_cli_args_test_selection``), runs ``mutmut run``, and
-prints and writes ``mutants-work/<module>/score.json``: killed, survived, timeouts, suspicious, skipped, no tests,
-and the score killed / (killed + survived). The surviving mutants are listed by name: ``mutmut show NAME`` in that
-folder prints each diff, to be judged equivalent or a test still to write (docs/testing.md).
+``MUTATION_TIMEOUT_MULTIPLIER`` (default 15, mutmut's own) scales each mutant's wall-clock limit: raise it on a busy
+machine, where mutants otherwise time out (counted apart from killed and survived).
+
+Copies the tracked and the new, not ignored files into ``mutants-work/<module>/`` (git-ignored), narrows
+``[tool.mutmut]`` there to the one module (``only_mutate``) and the named tests
+(``pytest_add_cli_args_test_selection``), runs ``mutmut run``, and prints and writes
+``mutants-work/<module>/score.json``: killed, survived, timeouts, suspicious, skipped, no tests, and the score
+killed / (killed + survived). The surviving mutants are listed by name: ``mutmut show NAME`` in that folder prints
+each diff, to be judged equivalent or a test still to write (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ def scratch_copy(module: str) -> Path:
     work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
     if work.exists():
         shutil.rmtree(work)
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    # tracked files and new ones git does not ignore (a test file not yet committed), as they are in the working tree
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
     for name in files:
-        if name.startswith(("docs/", "figures/out/")):
+        if name.startswith(("docs/", "figures/out/")) or not (ROOT / name).is_file():
             continue
         dest = work / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +56,9 @@ def narrow_config(work: Path, module: str, tests: list[str]) -> None:
              f"pytest_add_cli_args = [\"-q\", \"-p\", \"no:cacheprovider\"]\n"
              # torch is not fork-safe once its threads have started: fork the workers from a clean server
              f"process_isolation = \"forkserver\"\n"
-             f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n")
+             f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+             # on a loaded machine a mutant's wall-clock limit, (test time + 1 s) × multiplier, needs raising
+             f"timeout_multiplier = {float(os.environ.get('MUTATION_TIMEOUT_MULTIPLIER', '15'))}\n")
     pyproject.write_text(text)
 
 

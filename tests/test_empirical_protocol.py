@@ -158,3 +158,11 @@ def test_report_claims_are_paired_comparisons_that_can_come_out_either_way():
     lower_claims = {c["claim"]: c for c in claims({"rows": lower})}
     assert lower_claims["lower entanglement (E_Var) with SAM-pretrained models"]["verdict"] == "supports"
     assert np.isnan(bootstrap_ci(np.array([1.0, 2.0]))[0])  # too few pairs: no interval
+    # premise: pretraining optimizers compare only when both pretrained models reached the target accuracy
+    models = {"pretrain_sgd": {"test_acc": 76.0}, "pretrain_sam": {"test_acc": 73.0}}
+    gated = {c["claim"]: c for c in claims({"rows": up, "models": models})}
+    assert gated["SAM as pretraining optimizer raises ToW"]["verdict"].startswith("not measured: premise not met (SAM")
+    assert gated["SAM as unlearning optimizer raises ToW"]["verdict"] == "cannot decide"  # not a pretraining claim
+    models["pretrain_sam"]["test_acc"] = 75.5
+    met = {c["claim"]: c for c in claims({"rows": up, "models": models})}
+    assert met["SAM as pretraining optimizer raises ToW"]["verdict"] == "supports"

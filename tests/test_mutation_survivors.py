@@ -513,3 +513,36 @@ def test_gram_sam_step_filter_masks_of_ones_and_zeros():
     ones, _ = sam_step(*args, filter_mask=torch.ones(W.shape[:3], dtype=F64))
     zeros, _ = sam_step(*args, filter_mask=torch.zeros(W.shape[:3], dtype=F64))
     assert torch.equal(ones, plain) and torch.equal(zeros, W) and not torch.equal(plain, W)
+
+
+def test_mia_attack_is_built_with_c_3(monkeypatch):
+    """The attack's hyperparameters themselves (a C of 4 predicts the same on easy data, so the construction is
+    checked): every SVC the attack fits has C = 3, gamma 'auto' and the RBF kernel."""
+    import sklearn.svm
+
+    built = []
+
+    class Recording(sklearn.svm.SVC):
+        def fit(self, x, y, sample_weight=None):
+            built.append(self.get_params())
+            return super().fit(x, y, sample_weight)
+
+    monkeypatch.setattr(sklearn.svm, "SVC", Recording)
+    rng = np.random.default_rng(3)
+    mia_efficacy(_probs_with_confidence(rng, 20, 0.8), _probs_with_confidence(rng, 20, 0.5),
+                 _probs_with_confidence(rng, 10, 0.6), features=("confidence",))
+    assert built and all((p["C"], p["gamma"], p["kernel"]) == (3, "auto", "rbf") for p in built)
+
+
+def test_entanglement_wp_takes_min_of_both_set_sizes_and_any_positive_largest_cost():
+    """m = min(max_points, |R|, |F|): with |R| = 2 < |F| = 3 the subsamples have 2 points each (all costs √2 → E_Wp
+    exactly 0). A largest cost below 1 is still a distance: two single points 30° apart give E_Wp = 0, not the
+    "identical sets" value 1."""
+    from empirical.metrics import entanglement_wp
+
+    r = np.array([[1.0, 0.0], [1.0, 0.0]])
+    f = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    assert entanglement_wp(r, f) == 0.0
+    a = np.deg2rad(30)
+    assert entanglement_wp(np.array([[1.0, 0.0]]), np.array([[np.cos(a), np.sin(a)]])) == 0.0
+    assert entanglement_wp(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]])) == 1.0  # the same point once normalised

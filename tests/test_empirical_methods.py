@@ -2,6 +2,7 @@
 equals the one recorded before the methods became a registry; L1-sparse's own weight (sign and size of its term, checked
 by hand); the protocol's scoped settings; the authors' masking against ours; the precision rule; E_Var in both units."""
 
+# ruff: noqa: F811 - the imported fixtures are parameters of the tests below
 from __future__ import annotations
 
 import json
@@ -9,26 +10,14 @@ import json
 import pytest
 import torch
 from test_empirical_trainer import fixture_root, tiny  # noqa: F401 - the shared generated CIFAR fixture
+from test_empirical_unlearn import pretrained, quick  # noqa: F401 - the shared smoke model and unlearning config
 
 from empirical.methods import METHODS
 from empirical.metrics import e_var_authors_units
 from empirical.sam import SAM
 from empirical.steps import steps_in_bf16
-from empirical.trainer import train
 from empirical.unlearn import UnlearnConfig, resolve_scoped, scoped_overrides, unlearn
 from simulations.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def pretrained(fixture_root, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("pre")
-    train(tiny(fixture_root, epochs=2, forget_size=60), out, progress=False)
-    return out
-
-
-def quick(**kw) -> UnlearnConfig:
-    base = dict(device="cpu", bf16=False, channels_last=False, batch_size=64, epochs=1, lr=0.02)
-    return UnlearnConfig(**{**base, **kw})
 
 
 def fingerprint(out) -> tuple[float, float]:

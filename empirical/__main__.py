@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--forget", default="high,mid,low", help="forget sets: high, mid, low (memorization), random")
     pr.add_argument("--methods", default="neggrad", help="unlearning methods, comma-separated")
     pr.add_argument("--unlearn-optimizers", default="sgd,sam", help="unlearning optimizers, comma-separated")
-    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training field")
+    pr.add_argument("--set", action="append", default=[], metavar="[OPT.]KEY=VALUE",
+                    help="override a training field: key=value for every training run, or sgd./sam./asam.key=value "
+                         "for the pretraining with that optimizer only (sgd: the retrains too), e.g. sam.epochs=18")
+    pr.add_argument("--retain-sample", type=non_negative_int, default=None,
+                    help="retain accuracy, MIA shadow-in and entanglement on a seeded sample of this many retain "
+                         "images (0: all of R; default: the preset's, 5000 for cpu, else 0)")
     pr.add_argument("--unlearn-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an unlearning setting: method.key=value (e.g. neggrad.alpha=0.99) for one "
                          "method, key=value for every chosen method that has the setting")
@@ -197,21 +202,22 @@ def _train(args) -> int:
 
 
 def _protocol(args) -> int:
-    from .protocol import make_plan, run_protocol, summary_lines
+    from .protocol import make_plan, parse_train_overrides, run_protocol, summary_lines
     from .unlearn import scoped_overrides
 
     if args.print_config:  # make_plan checks every setting and writes nothing
         plan = make_plan(args.out or Path("OUT"), args.preset, args.pretrain, args.forget, args.methods,
-                         args.unlearn_optimizers, _with_data_root(parse_overrides(args.set), args),
-                         scoped_overrides(args.unlearn_set), force=args.force)
+                         args.unlearn_optimizers, _with_data_root(parse_train_overrides(args.set), args),
+                         scoped_overrides(args.unlearn_set), force=args.force,
+                         retain_sample=args.retain_sample)
         return _print_json(plan.describe(args.stages))
     _require_out(args)
     if args.cluster:
         from .cluster import run_on_cluster
 
         plan = make_plan(args.out, args.preset, args.pretrain, args.forget, args.methods, args.unlearn_optimizers,
-                         _with_data_root(parse_overrides(args.set), args), scoped_overrides(args.unlearn_set),
-                         force=args.force)
+                         _with_data_root(parse_train_overrides(args.set), args), scoped_overrides(args.unlearn_set),
+                         force=args.force, retain_sample=args.retain_sample)
         options = {"timeout_min": args.timeout_min,
                    **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {})}
         with plan.folder():
@@ -224,8 +230,9 @@ def _protocol(args) -> int:
         summary = result
     else:
         summary = run_protocol(args.out, args.preset, args.pretrain, args.forget, args.methods,
-                               args.unlearn_optimizers, _with_data_root(parse_overrides(args.set), args),
-                               scoped_overrides(args.unlearn_set), force=args.force, stages=args.stages)
+                               args.unlearn_optimizers, _with_data_root(parse_train_overrides(args.set), args),
+                               scoped_overrides(args.unlearn_set), force=args.force, stages=args.stages,
+                               retain_sample=args.retain_sample)
     for line in summary_lines(summary):
         print(line)
     print(f"wrote {args.out / 'summary.json'} and summary.csv")

@@ -11,8 +11,10 @@ resumes)::
     pretrain × forget set × method × optimizer) → evaluation (one per unlearning run) → summary (one job)
 
 On Slurm every wave is submitted at once with ``afterok`` dependencies on the one before and the command returns with
-the job ids. ``local`` (subprocesses on this machine, ``workers`` at a time, a new one as soon as one ends) and
-``debug`` (in this process, for tests) have no scheduler, so each wave is waited for before the next is submitted.
+the job ids. ``debug`` (in this process, for tests) runs the waves in order. ``local`` (subprocesses on this machine,
+``workers`` at a time) follows the stages' own dependencies instead of the waves (:func:`dependencies`): a job starts
+as soon as the stages it needs are done, so a short pretraining does not leave a worker idle while a long one runs
+(the waves' barrier cost the CPU protocol a core for the length of SAM's extra epochs).
 """
 
 from __future__ import annotations
@@ -64,6 +66,64 @@ def waves(plan) -> list[list[tuple[str, tuple]]]:
             [("summary", ())]]
 
 
+def dependencies(plan) -> list[tuple[tuple[str, tuple], list[int]]]:
+    """Every stage of the protocol with the positions of the stages it needs, in the order of priority (a ready job
+    earlier in the list starts first): the pretrainings; the forget sets (made from the first pretraining's split);
+    the retrains (every evaluation of their forget set waits for them); each unlearning run with its evaluation in
+    one job (:meth:`empirical.protocol.Plan.unlearn`: its pretraining and its forget set's retrain); the summary."""
+    nodes: list[tuple[tuple[str, tuple], list[int]]] = []
+    pre = {opt: len(nodes) + k for k, opt in enumerate(plan.pre_opts)}
+    nodes += [(("pretrain", (opt,)), []) for opt in plan.pre_opts]
+    splits = len(nodes)
+    nodes.append((("splits", ()), [pre[plan.pre_opts[0]]]))
+    retrain = {name: len(nodes) + k for k, name in enumerate(plan.forget_sets)}
+    nodes += [(("retrain", (name,)), [splits]) for name in plan.forget_sets]
+    jobs = plan.unlearn_jobs()
+    evals = [len(nodes) + k for k in range(len(jobs))]
+    nodes += [(("unlearn", job), [pre[job[0]], retrain[job[1]]]) for job in jobs]
+    nodes.append((("summary", ()), evals))
+    return nodes
+
+
+def _run_graph(executor, call, nodes: list[tuple[tuple[str, tuple], list[int]]], workers: int,
+               poll: float = 0.5) -> list:
+    """Run the stages of :func:`dependencies`: at most ``workers`` jobs in flight, each started as soon as every
+    stage it needs has finished (the first ready one in list order). A failed job raises here with its traceback;
+    the jobs still running are then waited for, and nothing that needed the failed one starts."""
+    import time
+
+    done: set[int] = set()
+    started: set[int] = set()
+    running: dict[int, Any] = {}
+    values: dict[int, Any] = {}
+    failure: BaseException | None = None
+    while len(done) < len(nodes):
+        if failure is None:
+            for k, ((stage, arg), needs) in enumerate(nodes):
+                if len(running) >= workers:
+                    break
+                if k not in started and all(n in done for n in needs):
+                    started.add(k)
+                    running[k] = executor.submit(call, stage, arg)
+        if not running:
+            if failure is not None:
+                raise failure
+            raise ConfigError("the protocol's stage graph has a cycle or a missing stage")  # cannot happen
+        finished = [k for k, job in running.items() if job.done()]
+        if not finished:
+            time.sleep(poll)
+            continue
+        for k in finished:
+            job = running.pop(k)
+            try:
+                values[k] = job.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised once the running jobs have ended
+                failure = failure or exc
+            else:
+                done.add(k)
+    return [values[k] for k in range(len(nodes))]
+
+
 def _run_wave(executor, call, stages: list[str], args: list[tuple], workers: int) -> list:
     """Run one wave to its end: ``workers`` jobs in flight at a time (a new one starts as soon as one ends); 0: one
     job array run in order (the debug executor runs a job when its result is asked for). A failed job raises here
@@ -99,6 +159,8 @@ def run_on_cluster(plan, cluster: str, folder: Path, workers: int = 2, options: 
         raise ConfigError(f"--workers {workers}: must be >= 1")
     executor = Submitit(Path(folder), {"cluster": cluster, **(options or {})}).executor
     call = StageCall(plan.arguments(), threads, owned=cluster == "local")
+    if cluster == "local":
+        return _run_graph(executor, call, dependencies(plan), workers)[-1]
     previous: list = []
     submitted: list[list[str]] = []
     result: Any = None
@@ -111,7 +173,7 @@ def run_on_cluster(plan, cluster: str, folder: Path, workers: int = 2, options: 
             previous = executor.map_array(call, stages, args)
             submitted.append([str(j.job_id) for j in previous])
             continue
-        result = _run_wave(executor, call, stages, args, workers if cluster == "local" else 0)[-1]
+        result = _run_wave(executor, call, stages, args, 0)[-1]
     if cluster == "slurm":
         return {"submitted": submitted, "folder": str(folder)}
     return result

@@ -62,24 +62,32 @@ def load_run(run: Path, device: torch.device, data_root: str = ""):
 
 def describe(model, prepared, device: torch.device, seed: int = 0, mia_features: tuple[str, ...] = MIA_FEATURES,
              wp_points: int = 1000, landscape_grid: int = 0, bf16: bool = False,
-             progress: bool | None = None) -> dict[str, Any]:
+             progress: bool | None = None, retain_sample: int = 0) -> dict[str, Any]:
     """Accuracies, MIA efficacy and entanglement of one model on its prepared data (fp32: evaluation never
     autocasts; ``bf16`` is for comparisons only). ``progress``: the landscape's bar over its grid points (None: when
-    stderr is a terminal)."""
+    stderr is a terminal). ``retain_sample`` > 0: the retain accuracy, the MIA's shadow-in set and the entanglement
+    use a seeded sample of that many retain images (:func:`retain_subset`; the same for every model of a forget
+    set), not all of R — a CPU-scale economy, recorded as ``retain_evaluated``."""
     def outputs(data, idx):
         return model_outputs(model, data, idx, device, bf16=bf16)
 
-    retain = outputs(prepared.data, prepared.retain_idx)
+    retain_idx_all = prepared.retain_idx
+    if retain_sample:
+        keep = retain_subset(retain_idx_all.cpu().numpy(), retain_sample, seed)
+        retain_idx_all = torch.as_tensor(keep, device=retain_idx_all.device)
+    retain = outputs(prepared.data, retain_idx_all)
     forget = outputs(prepared.data, prepared.forget_idx)
     test = outputs(prepared.test, torch.arange(len(prepared.test), device=device))
     val = outputs(prepared.data, prepared.val_idx)
-    retain_idx = prepared.retain_idx.cpu().numpy()
+    retain_idx = retain_idx_all.cpu().numpy()
     shadow = np.searchsorted(retain_idx, shadow_in_indices(retain_idx, len(test.labels), seed))
     mia = mia_efficacy((retain.probs[shadow], retain.labels[shadow]), (test.probs, test.labels),
                        (forget.probs, forget.labels), features=mia_features, seed=seed)
     result = {
         "accuracy": {"retain": retain.accuracy, "forget": forget.accuracy, "test": test.accuracy,
                      "val": val.accuracy},
+        "retain_evaluated": {"images": int(len(retain_idx)), "of": int(len(prepared.retain_idx)),
+                             "sample_seed": seed if retain_sample else None},
         "mia_efficacy": mia,
         "entanglement": {
             "e_var": entanglement_var(retain.features, forget.features),
@@ -110,16 +118,28 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
     return result
 
 
+def retain_subset(retain_idx: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A sorted seeded sample of ``size`` retain indices (all of them when ``size`` >= |R|); its generator is
+    seeded apart from the MIA's shadow-in sample (:func:`empirical.metrics.shadow_in_indices`) and does not depend on
+    the order of ``retain_idx``."""
+    retain_idx = np.sort(np.asarray(retain_idx))
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        raise ConfigError(f"retain_sample={size!r}: must be a positive integer (0 in the caller: all of R)")
+    if size >= len(retain_idx):
+        return retain_idx
+    return np.sort(np.random.default_rng([seed, 7]).choice(retain_idx, size, replace=False))
+
+
 def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
              mia_features: tuple[str, ...] = MIA_FEATURES, wp_points: int = 1000, landscape_grid: int = 0,
              device: str = "auto", data_root: str = "", reference: dict | None = None,
-             progress: bool | None = None) -> dict[str, Any]:
+             progress: bool | None = None, retain_sample: int = 0) -> dict[str, Any]:
     """The metrics of ``run`` against ``retrain`` (module docstring); written to ``out`` when given (checked, and its
     folder locked, before anything is computed: :mod:`simulations.runfolder`). ``reference``: the retrained model's
     :func:`describe` computed before with the same settings (the protocol computes it once per forget set)."""
     if out is None:
         return _evaluate(run, retrain, None, seed, mia_features, wp_points, landscape_grid, device, data_root,
-                         reference, progress)
+                         reference, progress, retain_sample)
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the metrics JSON file (e.g. {out / 'metrics.json'})")
@@ -127,7 +147,7 @@ def evaluate(run: Path, retrain: Path, out: Path | None = None, seed: int = 0,
         raise ConfigError(f"--out {out} would overwrite a run's own {out.name}; name another file (metrics.json)")
     with RunFolder(out.parent, "evaluate", marker=False) as folder:
         result = _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root,
-                           reference, progress)
+                           reference, progress, retain_sample)
         folder.begin()
         atomic_write_json(out, result)
     return result
@@ -138,7 +158,7 @@ RUN_FILES = ("record.json", "model.pt", "mask.pt", "split.npz", "checkpoint.pt",
 
 
 def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, device, data_root,
-              reference=None, progress=None) -> dict:
+              reference=None, progress=None, retain_sample=0) -> dict:
     from .trainer import resolve_device
 
     if HEADLINE_MIA_FEATURE not in mia_features:
@@ -149,6 +169,8 @@ def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, 
                                                                          and landscape_grid % 2 == 1))):
         raise ConfigError(f"--landscape-grid {landscape_grid}: must be 0 (skip) or an odd integer >= 3 (25 in the "
                           "paper)")
+    if not (isinstance(retain_sample, int) and not isinstance(retain_sample, bool) and retain_sample >= 0):
+        raise ConfigError(f"--retain-sample {retain_sample!r}: must be 0 (all of R) or a positive integer")
     dev = resolve_device(TrainConfig(device=device))
     model, prepared, record = load_run(run, dev, data_root)
     model_rt, prepared_rt, record_rt = load_run(retrain, dev, data_root)
@@ -156,9 +178,14 @@ def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, 
         raise ConfigError(f"{run} and {retrain} have different forget sets: retrain on the same split "
                           "(python -m empirical retrain --set split_file=<pretrain run>/split.npz)")
     kwargs = dict(seed=seed, mia_features=mia_features, wp_points=wp_points, landscape_grid=landscape_grid,
+                  retain_sample=retain_sample,
                   progress=progress)
     ours = describe(model, prepared, dev, **kwargs)
     ref = reference if reference is not None else describe(model_rt, prepared_rt, dev, **kwargs)
+    if ref.get("retain_evaluated") != ours["retain_evaluated"]:
+        raise ConfigError(f"the retrained model's reference was computed on other retain images "
+                          f"({ref.get('retain_evaluated')}) than this evaluation ({ours['retain_evaluated']}); "
+                          "recompute it with the same retain_sample and seed")
     mia, mia_rt = ours["mia_efficacy"][HEADLINE_MIA_FEATURE], ref["mia_efficacy"][HEADLINE_MIA_FEATURE]
     from .unlearn import forget_id
 

@@ -51,6 +51,7 @@ UNLEARN_FIELD_HELP: dict[str, str] = {
     "lamb": "SAM mix lambda of g + lambda (g(W+eps) - g)",
     "lr": "learning rate; < 0: the method's default (records store the value used)",
     "epochs": "epochs; 0: the method's default (records store the value used)",
+    "steps_per_epoch": "> 0: each phase of an epoch stops after this many batches (a CPU-scale budget); 0: full passes",
     "batch_size": "batch size of the retain and forget passes",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay",
@@ -80,8 +81,8 @@ UNLEARN_FIELD_HELP: dict[str, str] = {
 PRESET_HELP: dict[str, str] = {
     "smoke": "seconds on a CPU: a narrow ResNet-18 (width 8) on 40 images per class, 5 epochs",
     "quick": "minutes on one H100: ResNet-18 at full width, 40 epochs at batch 512",
-    "cpu": "the CPU-scale protocol: ResNet-18 width 16, 2,000 images per class, 12 epochs, |F| = 1200; not the "
-           "paper's setting",
+    "cpu": "the CPU-scale protocol: ResNet-18 width 16, 2,000 images per class, 12 epochs (the protocol's SAM "
+           "pretraining 18), |F| = 1200; not the paper's setting",
     "paper": "the paper's recipe: SGD momentum 0.9, wd 5e-4, lr 0.1, batch 256, cosine over 200 epochs",
 }
 
@@ -132,7 +133,7 @@ def presets_text() -> str:
     """``python -m empirical presets``: the training presets (``--preset``: their changes to the defaults) and the
     protocol's unlearning presets."""
     from .config import PRESETS
-    from .protocol import UNLEARN_PRESETS
+    from .protocol import EVAL_PRESETS, PRETRAIN_PRESETS, UNLEARN_PRESETS
 
     lines = ["training presets (pretrain, retrain, memorization, protocol --preset): changes to the defaults"]
     for name, changes in PRESETS.items():
@@ -142,4 +143,10 @@ def presets_text() -> str:
     for name, changes in UNLEARN_PRESETS.items():
         lines.append(f"  {name:6s} {changes}")
     lines.append("  (other presets: none, every method's own defaults)")
+    lines.append("pretraining per optimizer (protocol --preset; below --set, scoped OPT.key=value or not)")
+    for name, changes in PRETRAIN_PRESETS.items():
+        lines.append(f"  {name:6s} {changes}")
+    lines.append("evaluation (protocol --preset; --retain-sample wins)")
+    for name, changes in EVAL_PRESETS.items():
+        lines.append(f"  {name:6s} {changes}")
     return "\n".join(lines)

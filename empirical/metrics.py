@@ -230,20 +230,39 @@ class Outputs:
         return float(100.0 * np.mean(self.probs.argmax(axis=1) == self.labels)) if len(self.labels) else float("nan")
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """The evaluation batch: 1024 on CUDA; 256 on a CPU, where larger batches fall out of the cache (width-16
+    ResNet-18, one thread, channels_last: 0.83 ms per image at 256 against 1.07 ms at 1024)."""
+    return 1024 if torch.device(device).type == "cuda" else 256
+
+
+def model_layout(model: torch.nn.Module):
+    """A function putting a batch in the memory format of ``model``'s convolutions (channels_last or contiguous):
+    a channels_last model fed NCHW batches converts every activation."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+                return lambda x: x.contiguous(memory_format=torch.channels_last)
+            break
+    return lambda x: x
+
+
 @torch.no_grad()
-def model_outputs(model: torch.nn.Module, data, indices, device: torch.device, batch_size: int = 1024,
+def model_outputs(model: torch.nn.Module, data, indices, device: torch.device, batch_size: int | None = None,
                   bf16: bool = False) -> Outputs:
     """Eval mode, no augmentation, fp32 (``bf16=True`` autocasts on CUDA; evaluation never does,
     docs/protocol.md#precision): softmax probabilities and penultimate features of ``data``
     (a :class:`empirical.augment.DeviceData`) at ``indices``. The model needs ``features(x)`` and ``classifier`` as in
-    :mod:`empirical.models`; its train/eval mode is restored."""
+    :mod:`empirical.models`; its train/eval mode is restored. ``batch_size`` None: :func:`eval_batch_size`."""
     from .steps import autocast
 
     was_training = model.training
     model.eval()
+    layout = model_layout(model)
     probs, labels, feats = [], [], []
     try:
-        for x, y in data.batches(indices, batch_size, shuffle=False, augment=False):
+        for x, y in data.batches(indices, batch_size or eval_batch_size(device), shuffle=False, augment=False):
+            x = layout(x)
             with autocast(device, bf16):
                 z = model.features(x)
                 logits = model.classifier(z)

@@ -58,12 +58,23 @@ def collect(protocol: Path) -> dict[str, Any]:
             ref = metrics["retrained"]
             retrain[level] = {**{k: ref["accuracy"][k] for k in ("retain", "forget", "test")},
                               "mia": ref["mia_efficacy"]["confidence"], "e_var": ref["entanglement"]["e_var"]}
-    label = (f"CPU-scale: ResNet-18 width {cfg['width']}, {cfg['epochs']} epochs, C-score proxy; not the paper's "
+    epochs = epochs_text(models)
+    label = (f"CPU-scale: ResNet-18 width {cfg['width']}, {epochs}, C-score proxy; not the paper's "
              f"setting" if summary.get("preset") == "cpu" else
-             f"preset {summary.get('preset')}: {cfg['arch']} width {cfg['width']}, {cfg['epochs']} epochs")
+             f"preset {summary.get('preset')}: {cfg['arch']} width {cfg['width']}, {epochs}")
     return {**summary, "label": label, "models": models, "retrain_reference": retrain,
             "training_config": cfg, "data_source": first.get("data_source"), "device": first.get("device"),
             "compute_seconds": seconds, "provenance": first.get("provenance")}
+
+
+def epochs_text(models: dict[str, dict]) -> str:
+    """"12 epochs" when every pretraining and retraining ran as many; else per model kind, e.g. "12 epochs (SAM
+    pretraining 18)"."""
+    counts = {name: m["epochs"] for name, m in models.items()}
+    common = max(set(counts.values()), key=lambda n: (list(counts.values()).count(n), -n))
+    others = [f"{name.removeprefix('pretrain_').upper()} pretraining {n}" if name.startswith("pretrain_")
+              else f"{name} {n}" for name, n in counts.items() if n != common]
+    return f"{common} epochs" + (f" ({', '.join(others)})" if others else "")
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -183,12 +194,16 @@ def markdown(report: dict) -> str:
     lines = [f"# Empirical protocol — {report['label']}", "",
              f"**{report['label']}.** Data: {report.get('data_source')}. Device: {report.get('device')}. "
              f"One seed; no error bars.", "",
-             f"Training: {cfg['arch']} width {cfg['width']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr "
+             f"Training: {cfg['arch']} width {cfg['width']}, {epochs_text(report['models'])}, batch "
+             f"{cfg['batch_size']}, lr "
              f"{cfg['lr']} (cosine, {cfg['warmup_epochs']} warmup epochs), {cfg['limit_per_class'] or 'all'} images "
              f"per class, |F| = {cfg['forget_size']}; forget sets by the C-score proxy (1 − C-score, not the "
              f"Feldman & Zhang score of the paper). Unlearning settings per method: "
              f"`{json.dumps(report.get('unlearn_settings', {}))}` (method defaults otherwise: "
-             "docs/protocol.md#unlearning-methods).", "",
+             "docs/protocol.md#unlearning-methods)." + (
+                 f" Retain accuracy, the MIA's shadow-in set and the entanglement on a seeded sample of "
+                 f"{report['retain_sample']} retain images (the same for every model of a forget set)."
+                 if report.get("retain_sample") else ""), "",
              f"Compute (sum of epoch times from the records): pretraining {seconds['pretrain'] / 60:.1f} min, "
              f"retraining {seconds['retrain'] / 60:.1f} min, unlearning {seconds['unlearn'] / 60:.1f} min "
              "(evaluation not included).", "",

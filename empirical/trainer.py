@@ -156,13 +156,16 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, data, indices: torch.Tensor, device: torch.device, cfg: TrainConfig,
-             batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode without augmentation, always in fp32 (one host sync at the end)."""
+             batch_size: int | None = None) -> float:
+    """Top-1 accuracy in eval mode without augmentation, always in fp32 (one host sync at the end); ``batch_size``
+    None: :func:`empirical.metrics.eval_batch_size`."""
+    from .metrics import eval_batch_size
+
     if len(indices) == 0:
         return float("nan")
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    for x, y in data.batches(indices, batch_size, shuffle=False, augment=False):
+    for x, y in data.batches(indices, batch_size or eval_batch_size(device), shuffle=False, augment=False):
         logits = model(_layout(x, cfg, device))
         correct += (logits.argmax(dim=1) == y).sum()
     return correct.item() / len(indices)

@@ -68,6 +68,7 @@ class CommonSettings:
     lamb: float = 1.0  # SAM mix λ
     lr: float = -1.0  # < 0: the method's default
     epochs: int = 0  # 0: the method's default
+    steps_per_epoch: int = 0  # > 0: each phase of an epoch stops after this many batches (a CPU-scale budget)
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -82,7 +83,8 @@ class CommonSettings:
     split_file: str = ""  # empty: the source run's split; else another forget set over the same train/val split
 
     def __post_init__(self) -> None:
-        check_fields(self, COMMON_CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "epochs"),
+        check_fields(self, COMMON_CHOICES, non_negative=("rho", "lamb", "momentum", "weight_decay", "epochs",
+                                                         "steps_per_epoch"),
                      positive=("batch_size",))
 
 
@@ -316,7 +318,8 @@ def unlearn_identity(cfg: UnlearnConfig, source: Path) -> dict[str, Any]:
     from simulations.provenance import empirical_numerics_version
     from simulations.runfolder import read_identity
 
-    digest = hashlib.sha256(repr(sorted(cfg.to_dict().items())).encode()).hexdigest()[:16]
+    items = {k: v for k, v in cfg.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    digest = hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()[:16]
     found = read_identity(Path(source))
     identity = {"config": digest, "source": str(Path(source).resolve()),
                 "source_identity": (found or {}).get("identity"), "numerics": empirical_numerics_version()}
@@ -325,11 +328,17 @@ def unlearn_identity(cfg: UnlearnConfig, source: Path) -> dict[str, Any]:
     return identity
 
 
+# settings added after unlearning runs were made: they count in the identity only when they differ from this default
+LATER_FIELDS = {"steps_per_epoch": 0}
+
+
 def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None = None,
-            force: bool = False) -> dict[str, Any]:
+            force: bool = False, record_accuracy: bool = True) -> dict[str, Any]:
     """Run ``cfg.method`` on the model of the pretrain run in ``source``; write ``out/record.json`` (config, seed,
     provenance, source, forget-set id, per-epoch losses and times, accuracies in percent before and after) and
-    ``out/model.pt`` (and ``out/mask.pt`` for masked methods).
+    ``out/model.pt`` (and ``out/mask.pt`` for masked methods). ``record_accuracy=False`` leaves the accuracies
+    after unlearning out of the record (``null``): the protocol's evaluation computes them right after, in the same
+    fp32 way.
 
     The folder follows the run-folder contract (:mod:`simulations.runfolder`): ``out`` may not be ``source``, and a
     folder holding another unlearning run is refused unless ``force`` (which removes its outputs, its stale
@@ -338,7 +347,7 @@ def unlearn(cfg: UnlearnConfig, source: Path, out: Path, progress: bool | None =
     with RunFolder(out, "unlearn", unlearn_identity(cfg, source), sources=[source], force=force,
                    outputs=UNLEARN_OUTPUTS, fix="add --force to replace it (its record, model and metrics are "
                    "removed)") as folder:
-        return _unlearn(cfg, Path(source), out, folder, progress)
+        return _unlearn(cfg, Path(source), out, folder, progress, record_accuracy)
 
 
 class UnlearnRun:
@@ -393,7 +402,8 @@ class UnlearnRun:
                              self.s.rl_exclude_true)
 
 
-def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, progress: bool | None) -> dict:
+def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, progress: bool | None,
+             record_accuracy: bool = True) -> dict:
     from .trainer import accuracy, resolve_device
 
     method = get_method(cfg.method)
@@ -422,8 +432,12 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
         atomic_write_bytes(out / "mask.pt", buf.getvalue())
 
     epochs = cfg.num_epochs
-    run.total = max(1, sum(math.ceil(len(p.indices) / p.batch_size) for e in range(epochs)
-                           for p in method.phases(run, e)))
+    limit = cfg.steps_per_epoch or math.inf  # batches per phase and epoch
+
+    def phase_steps(p) -> int:
+        return int(min(math.ceil(len(p.indices) / p.batch_size), limit))
+
+    run.total = max(1, sum(phase_steps(p) for e in range(epochs) for p in method.phases(run, e)))
     run.optimizers = method.setup(run)
     total = run.total
     factor = (lambda s: 1.0) if cfg.schedule == "constant" else (lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
@@ -437,8 +451,10 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
         losses = []
         for phase in method.phases(run, epoch):
             labels = phase.relabel() if phase.relabel is not None else None
-            for x, y in prepared.data.batches(phase.indices, phase.batch_size, shuffle=True, augment=True,
-                                              generator=generator, labels=labels):
+            for k, (x, y) in enumerate(prepared.data.batches(phase.indices, phase.batch_size, shuffle=True,
+                                                             augment=True, generator=generator, labels=labels)):
+                if k >= limit:
+                    break
                 losses.append(method.step(run, phase, x, y, step))
                 for s in schedules:
                     s.step()
@@ -462,7 +478,8 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
 
     test_idx = torch.arange(len(prepared.test), device=device)
     after = {"retain": acc(prepared.data, retain), "forget": acc(prepared.data, forget),
-             "test": acc(prepared.test, test_idx), "val": acc(prepared.data, prepared.val_idx)}
+             "test": acc(prepared.test, test_idx), "val": acc(prepared.data, prepared.val_idx)} \
+        if record_accuracy else None
     save_split(out / "split.npz", **{k: v for k, v in used.items() if k != "description"},
                description=f"{used['description']} [the split of this unlearning run]")
     buf = io.BytesIO()
@@ -474,7 +491,8 @@ def _unlearn(cfg: UnlearnConfig, source: Path, out: Path, folder: RunFolder, pro
         "source": str(source), "source_config": train_cfg.to_dict(), "forget_id": fid,
         "forget_size": int(len(forget)), "retain_size": int(len(retain)), "device": str(device),
         "provenance": provenance(str(device)), "epoch_seconds": history["epoch_seconds"], "loss": history["loss"],
-        "accuracy": after, "source_accuracy": {k: 100.0 * source_record[f"{k}_acc"] for k in after},
+        "accuracy": after, "steps": step,
+        "source_accuracy": {k: 100.0 * source_record[f"{k}_acc"] for k in ("retain", "forget", "test", "val")},
         "model": str(out / "model.pt"), "mask": str(out / "mask.pt") if run.masks is not None else None,
     }
     atomic_write_json(out / "record.json", record)

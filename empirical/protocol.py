@@ -126,8 +126,6 @@ def unlearn_settings(preset: str, overrides: dict[str, Any], methods: list[str])
 def parse_train_overrides(items: list[str] | None) -> dict[str, Any]:
     """``--set`` of the protocol: ``key=value`` for every training run, or ``OPT.key=value`` (OPT one of sgd, sam,
     asam) for the pretraining with that optimizer only (sgd: the retrains too, which follow the SGD recipe)."""
-    from .config import FIELD_TYPES
-
     unscoped, out = [], {}
     for item in items or []:
         key = item.split("=", 1)[0].strip()
@@ -450,8 +448,8 @@ def write_summary(out: Path, plan: Plan, rows: list[dict], missing: list[str] | 
     from simulations.provenance import command_line
 
     summary = {"preset": plan.preset, "train_overrides": plan.train_overrides, "unlearn_settings": plan.per_method,
-               "retain_sample": plan.retain_sample, "rows": rows, "averages": averages, "missing": list(missing or []), "units": SUMMARY_UNITS,
-               "command": command_line()}
+               "retain_sample": plan.retain_sample, "rows": rows, "averages": averages,
+               "missing": list(missing or []), "units": SUMMARY_UNITS, "command": command_line()}
     atomic_write_json(out / "summary.json", summary)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=ROW_KEYS)

@@ -120,7 +120,7 @@ def test_evaluation_refuses_a_reference_of_other_retain_images(fixture_root, pre
         evaluate(pretrained, retrain, None, retain_sample=-1, **kw)
 
 
-# --- the protocol: per-optimizer training settings, the retain sample --------------------------------------------------
+# --- the protocol: per-optimizer training settings, the retain sample -------------------------------------------------
 
 def test_scoped_training_settings_reach_only_their_optimizer(tmp_path):
     overrides = parse_train_overrides(["lr=0.3", "sam.epochs=7", "sgd.width=8"])
@@ -162,7 +162,7 @@ def test_scoped_training_settings_bad_input(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-# --- evaluation batch and layout ---------------------------------------------------------------------------------------
+# --- evaluation batch and layout --------------------------------------------------------------------------------------
 
 def test_evaluation_batch_and_layout_do_not_change_the_outputs(pretrained):  # noqa: F811
     assert eval_batch_size(torch.device("cpu")) == 256 and eval_batch_size(torch.device("cuda")) == 1024
@@ -195,7 +195,7 @@ def test_the_report_label_names_every_epoch_count():
         "12 epochs (SAM pretraining 18, retrain_low 9)"
 
 
-# --- the local scheduler follows the stages' dependencies, not the waves -----------------------------------------------
+# --- the local scheduler follows the stages' dependencies, not the waves ----------------------------------------------
 
 class _Clock:
     """A fake executor: a job of stage S finishes after ``durations[S]`` polls of the scheduler."""

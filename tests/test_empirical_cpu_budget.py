@@ -271,3 +271,22 @@ def test_a_failed_local_job_stops_what_needs_it_and_is_raised(tmp_path):
     started = [(s, a) for kind, s, a, _ in clock.log if kind == "start"]
     assert ("unlearn", ("sgd", "low", "neggrad", "sgd")) not in started and ("summary", ()) not in started
     assert clock.in_flight == 0  # the jobs running at the failure were waited for
+
+
+def test_the_protocol_command_line_takes_scoped_settings_and_the_retain_sample(tmp_path, capsys):
+    from empirical.__main__ import main
+
+    never = tmp_path / "never"
+    assert main(["protocol", "--preset", "cpu", "--pretrain", "sgd,sam", "--forget", "high", "--methods", "neggrad",
+                 "--set", "sam.epochs=20", "--set", "lr=0.05", "--retain-sample", "0", "--print-config",
+                 "--out", str(never)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["pretrain"]["sam"]["config"]["epochs"] == 20 and shown["pretrain"]["sgd"]["config"]["epochs"] == 12
+    assert shown["pretrain"]["sam"]["config"]["lr"] == shown["retrain"]["high"]["config"]["lr"] == 0.05
+    assert main(["protocol", "--preset", "cpu", "--pretrain", "sgd", "--set", "sam.epochs=20", "--print-config",
+                 "--out", str(never)]) == 2
+    assert "not among --pretrain" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main(["protocol", "--preset", "cpu", "--retain-sample", "-1", "--print-config", "--out", str(never)])
+    assert bad.value.code == 2 and "integer >= 0" in capsys.readouterr().err
+    assert not never.exists()

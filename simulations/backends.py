@@ -322,6 +322,7 @@ class WeightsBackend:
             W, bias = W[..., :self.d], W[..., self.d]
         out = state.new_empty(C, T)
         for c in range(C):
+            act_c = act.select(torch.tensor([c], device=state.device))  # polyrelu: this configuration's q
             z_sig = self.signal[c] * W[c, :, 0]  # <w, mu>
             for start, noise in test_noise[c]:
                 rows = noise.shape[0]
@@ -335,7 +336,7 @@ class WeightsBackend:
                     zs = zs + bias[c]
                 zs = zs.view(1, rows, 2, m).permute(0, 2, 3, 1)
                 zn = z_noise.view(1, rows, -1, 2, m).permute(0, 3, 4, 1, 2)
-                out[c, start:start + rows] = network_output(act, zs, zn, noise_multiplicity)[0]
+                out[c, start:start + rows] = network_output(act_c, zs, zn, noise_multiplicity)[0]
         return out
 
 

@@ -124,27 +124,10 @@ def _run_graph(executor, call, nodes: list[tuple[tuple[str, tuple], list[int]]],
     return [values[k] for k in range(len(nodes))]
 
 
-def _run_wave(executor, call, stages: list[str], args: list[tuple], workers: int) -> list:
-    """Run one wave to its end: ``workers`` jobs in flight at a time (a new one starts as soon as one ends); 0: one
-    job array run in order (the debug executor runs a job when its result is asked for). A failed job raises here
-    with its traceback."""
-    if not workers:
-        return [job.result() for job in executor.map_array(call, stages, args)]
-    import time
-
-    pending, running, values = list(zip(stages, args)), [], []
-    while pending or running:
-        while pending and len(running) < workers:
-            stage, arg = pending.pop(0)
-            running.append(executor.submit(call, stage, arg))
-        finished = [job for job in running if job.done()]
-        if not finished:
-            time.sleep(0.5)
-            continue
-        for job in finished:
-            running.remove(job)
-            values.append(job.result())
-    return values
+def _run_wave(executor, call, stages: list[str], args: list[tuple]) -> list:
+    """Run one wave (``debug``): one job array run in order (the debug executor runs a job when its result is asked
+    for). A failed job raises here with its traceback."""
+    return [job.result() for job in executor.map_array(call, stages, args)]
 
 
 def run_on_cluster(plan, cluster: str, folder: Path, workers: int = 2, options: dict | None = None,
@@ -173,7 +156,7 @@ def run_on_cluster(plan, cluster: str, folder: Path, workers: int = 2, options: 
             previous = executor.map_array(call, stages, args)
             submitted.append([str(j.job_id) for j in previous])
             continue
-        result = _run_wave(executor, call, stages, args, 0)[-1]
+        result = _run_wave(executor, call, stages, args)[-1]
     if cluster == "slurm":
         return {"submitted": submitted, "folder": str(folder)}
     return result

@@ -99,14 +99,20 @@ class TrainConfig:
     def hash(self) -> str:
         """A stable hash of the configuration. Fields added after runs were made (:data:`LATER_FIELDS`) count only
         when they differ from their default, so the run folders made before keep their identity."""
-        items = {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-        return hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()[:16]
+        return stable_hash(self.to_dict(), LATER_FIELDS)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
 LATER_FIELDS = {"sam_bf16": False}  # field: default, for the hash (TrainConfig.hash)
+
+
+def stable_hash(settings: dict[str, Any], later: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of the sorted settings; a field of ``later`` (added after runs were made) counts
+    only when it differs from the default given there, so the folders made before keep their identity."""
+    items = {k: v for k, v in settings.items() if not (k in later and v == later[k])}
+    return hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()[:16]
 
 
 def field_types(cls) -> dict[str, type]:

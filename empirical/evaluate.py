@@ -118,6 +118,12 @@ def describe(model, prepared, device: torch.device, seed: int = 0, mia_features:
     return result
 
 
+def check_retain_sample(value: Any) -> None:
+    """``--retain-sample``: 0 (all of R) or a positive integer."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise ConfigError(f"--retain-sample {value!r}: must be 0 (all of R) or a positive integer")
+
+
 def retain_subset(retain_idx: np.ndarray, size: int, seed: int) -> np.ndarray:
     """A sorted seeded sample of ``size`` retain indices (all of them when ``size`` >= |R|); its generator is
     seeded apart from the MIA's shadow-in sample (:func:`empirical.metrics.shadow_in_indices`) and does not depend on
@@ -169,8 +175,7 @@ def _evaluate(run, retrain, out, seed, mia_features, wp_points, landscape_grid, 
                                                                          and landscape_grid % 2 == 1))):
         raise ConfigError(f"--landscape-grid {landscape_grid}: must be 0 (skip) or an odd integer >= 3 (25 in the "
                           "paper)")
-    if not (isinstance(retain_sample, int) and not isinstance(retain_sample, bool) and retain_sample >= 0):
-        raise ConfigError(f"--retain-sample {retain_sample!r}: must be 0 (all of R) or a positive integer")
+    check_retain_sample(retain_sample)
     dev = resolve_device(TrainConfig(device=device))
     model, prepared, record = load_run(run, dev, data_root)
     model_rt, prepared_rt, record_rt = load_run(retrain, dev, data_root)

@@ -36,7 +36,7 @@ from simulations.atomic import atomic_write_bytes, atomic_write_json
 from simulations.errors import ConfigError
 from simulations.runfolder import RunFolder, read_identity
 
-from .config import make_config, parse_overrides
+from .config import CHOICES, make_config, parse_overrides
 
 LEVELS = ("high", "mid", "low")
 # unlearning settings a protocol preset brings (scoped like --unlearn-set; the user's settings win). cpu: one epoch
@@ -58,7 +58,7 @@ PRETRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"retain_sample": 5000},
 }
-PRETRAIN_SCOPES = ("sgd", "sam", "asam")
+PRETRAIN_SCOPES = CHOICES["optimizer"]  # --set OPT.key=value
 ROW_KEYS = ("pretrain", "forget", "method", "optimizer", "retain", "forget_acc", "test", "mia", "tow", "tow_mia",
             "avg_gap", "tow_signed_authors_code", "e_var", "e_var_authors_units", "e_wp")
 
@@ -177,8 +177,9 @@ def make_plan(out: Path, preset: str = "smoke", pretrain: str = "sgd,sam", forge
         make_config(preset, {**train_settings(preset, train_overrides, opt), "optimizer": opt})
     if retain_sample is None:
         retain_sample = EVAL_PRESETS.get(preset, {}).get("retain_sample", 0)
-    if not (isinstance(retain_sample, int) and not isinstance(retain_sample, bool) and retain_sample >= 0):
-        raise ConfigError(f"--retain-sample {retain_sample!r}: must be 0 (all of R) or a positive integer")
+    from .evaluate import check_retain_sample
+
+    check_retain_sample(retain_sample)
     return Plan(Path(out), preset, pre_opts, forget_sets, method_list, unlearn_opts, train_overrides, per_method,
                 tuple(mia_features), progress, force, dict(sorted(unlearn_overrides.items())), retain_sample)
 

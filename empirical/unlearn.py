@@ -49,7 +49,7 @@ from simulations.errors import ConfigError
 from simulations.provenance import provenance
 from simulations.runfolder import RunFolder
 
-from .config import TrainConfig, check_fields, field_types
+from .config import TrainConfig, check_fields, field_types, stable_hash
 from .data import load_split, save_split
 from .methods import METHODS, check_settings, get_method, setting_fields  # noqa: F401 - METHODS re-exported
 from .steps import autocast, optimizer_step
@@ -318,8 +318,7 @@ def unlearn_identity(cfg: UnlearnConfig, source: Path) -> dict[str, Any]:
     from simulations.provenance import empirical_numerics_version
     from simulations.runfolder import read_identity
 
-    items = {k: v for k, v in cfg.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-    digest = hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()[:16]
+    digest = stable_hash(cfg.to_dict(), LATER_FIELDS)
     found = read_identity(Path(source))
     identity = {"config": digest, "source": str(Path(source).resolve()),
                 "source_identity": (found or {}).get("identity"), "numerics": empirical_numerics_version()}

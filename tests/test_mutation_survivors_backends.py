@@ -12,8 +12,8 @@ import pytest
 import torch
 from _helpers import tiny
 
-from simulations.backends import bytes_per_config
 from simulations import data as sim_data
+from simulations.backends import bytes_per_config
 from simulations.data import explicit_data
 from simulations.engine import GroupRun
 from simulations.model import Activation
@@ -40,7 +40,8 @@ def test_bytes_per_config_by_hand(backend, overrides, expected):
 
 
 # ---------------------------------------------------------------- both backends on the same explicit vectors
-def _pair(**overrides):
+def _runs(**overrides):
+    """A weights and a gram run of one configuration on the same explicit vectors, and the basis {mu, sigma_p xi}."""
     cfg_w = tiny(backend="weights", **overrides)
     vectors = explicit_data(cfg_w)
     run_w = GroupRun([cfg_w], explicit=[vectors])
@@ -48,12 +49,13 @@ def _pair(**overrides):
     basis = torch.zeros((cfg_w.n_noise_vectors + 1, cfg_w.d), dtype=torch.float64)
     basis[0, 0] = cfg_w.signal_strength
     basis[1:] = cfg_w.sigma_p * torch.as_tensor(vectors.noise).reshape(cfg_w.n_noise_vectors, cfg_w.d)
-    return cfg_w, run_w.backend, run_g.backend, basis
+    return cfg_w, run_w, run_g, basis
 
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_sq_norms_agree_between_backends_and_with_the_definition(shared):
-    cfg, bw, bg, basis = _pair(P=3, shared_noise=shared)
+    cfg, run_w, run_g, basis = _runs(P=3, shared_noise=shared)
+    bw, bg = run_w.backend, run_g.backend
     gen = torch.Generator().manual_seed(0)
     coef = torch.randn(bg.shape, generator=gen, dtype=torch.float64)  # a direction in coefficients on B
     direction_w = torch.einsum("cjrk,kd->cjrd", coef, basis)  # the same direction in R^{2m x d}
@@ -73,7 +75,8 @@ def test_sq_norms_agree_between_backends_and_with_the_definition(shared):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_norm_readouts_and_filter_gram_agree(shared):
-    cfg, bw, bg, basis = _pair(P=3, shared_noise=shared)
+    cfg, run_w, run_g, basis = _runs(P=3, shared_noise=shared)
+    bw, bg = run_w.backend, run_g.backend
     torch.testing.assert_close(bg.signal_norm_sq(), torch.tensor([cfg.signal_strength ** 2], dtype=torch.float64))
     torch.testing.assert_close(bw.signal_norm_sq(), torch.tensor([cfg.signal_strength ** 2], dtype=torch.float64))
     noise_sq = (basis[1:] ** 2).sum(-1)[None]
@@ -182,17 +185,6 @@ def test_gram_test_outputs_nan_only_for_the_overflowing_configuration():
 
 
 # ---------------------------------------------------------------- dynamics agree, with and without filter biases
-def _runs(**overrides):
-    cfg_w = tiny(backend="weights", **overrides)
-    vectors = explicit_data(cfg_w)
-    run_w = GroupRun([cfg_w], explicit=[vectors])
-    run_g = GroupRun([cfg_w.replace(backend="gram")], explicit=[vectors])
-    basis = torch.zeros((cfg_w.n_noise_vectors + 1, cfg_w.d), dtype=torch.float64)
-    basis[0, 0] = cfg_w.signal_strength
-    basis[1:] = cfg_w.sigma_p * torch.as_tensor(vectors.noise).reshape(cfg_w.n_noise_vectors, cfg_w.d)
-    return cfg_w, run_w, run_g, basis
-
-
 def _to_weights(coef, basis, bias):
     """A gram displacement (coefficients on B, then the bias coordinate) as a displacement in R^{2m x (d(+1))}."""
     K = basis.shape[0]

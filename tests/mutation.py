@@ -2,6 +2,7 @@
 
     python tests/mutation.py theory/calibration.py tests/test_theory_validation.py tests/test_method_properties.py
     python tests/mutation.py simulations/unlearning.py tests/test_unlearning.py tests/test_method_properties.py
+    python tests/mutation.py --resume theory/calibration.py tests/...   # go on with an interrupted run
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
 
 ``MUTATION_TIMEOUT_MULTIPLIER`` (default 15, mutmut's own) scales each mutant's wall-clock limit: raise it on a busy
@@ -62,6 +63,22 @@ def narrow_config(work: Path, module: str, tests: list[str]) -> None:
     pyproject.write_text(text)
 
 
+def check_resumable(work: Path, module: str, tests: list[str]) -> None:
+    """Refuse to resume unless the scratch copy holds this module and these tests exactly as the working tree does:
+    mutmut keeps each verdict it recorded, and a verdict is only true of the code and tests it was obtained with."""
+    if not (work / "mutants").is_dir():
+        raise SystemExit(f"error: nothing to resume in {work} (no mutants/ folder): run without --resume")
+    text = (work / "pyproject.toml").read_text()
+    selection = f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+    if selection not in text:
+        raise SystemExit(f"error: {work} was run with other tests than {tests}: run without --resume")
+    for name in [module, *tests]:
+        mine, theirs = ROOT / name, work / name
+        if not theirs.is_file() or mine.read_bytes() != theirs.read_bytes():
+            raise SystemExit(f"error: {name} changed since the run in {work} began: its verdicts would not match "
+                             "the code; run without --resume")
+
+
 def count(work: Path) -> dict:
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     statuses: dict[str, list[str]] = {}
@@ -103,6 +120,8 @@ def main(argv: list[str]) -> int:
     if argv == ["--report"]:
         print(f"wrote {write_report()}")
         return 0
+    resume = argv[:1] == ["--resume"]
+    argv = argv[1:] if resume else argv
     if not argv or not argv[0].endswith(".py"):
         print(__doc__)
         return 2
@@ -110,8 +129,12 @@ def main(argv: list[str]) -> int:
     if not (ROOT / module).is_file():
         print(f"error: {module} is not a file of this repository", file=sys.stderr)
         return 2
-    work = scratch_copy(module)
-    narrow_config(work, module, tests)
+    if resume:
+        work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+        check_resumable(work, module, tests)
+    else:
+        work = scratch_copy(module)
+        narrow_config(work, module, tests)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(["mutmut", "run", "--max-children", "2"], cwd=work, env=env, check=False)
     report = {"module": module, "tests": tests, **count(work)}

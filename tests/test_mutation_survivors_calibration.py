@@ -312,3 +312,39 @@ def test_bootstrap_statistic_on_an_empty_table_and_an_undefined_statistic():
     est = calibration.bootstrap_statistic(_seed_table(), lambda t: float("nan"), n_boot=5)
     assert math.isnan(est["value"]) and est["n_valid"] == 0 and est["seeds"] == 5 and est["distinct"] == 126
     assert math.isnan(est["ci_low"]) and math.isnan(est["ci_high"])
+
+
+# The three latent bugs the mutation reading found (docs/testing.md), fixed: each test fails on the old code.
+
+def test_gate_cells_keeps_a_missing_key_as_a_cell_of_its_own():
+    # one cell column: the two NaN-keyed runs form one cell, one of whose seeds failed, so the whole cell goes
+    df = pd.DataFrame({"d": [100.0, 100.0, np.nan, np.nan], "v": [1, 2, 3, 4]})
+    ok = pd.Series([True, True, True, False])
+    kept, used, excluded = calibration.gate_cells(df, ["d"], ok)
+    assert kept["v"].tolist() == [1, 2] and (used, excluded) == (1, 1)
+    # two cell columns, one value missing: no TypeError, the same cells
+    df2 = df.assign(mu=[0.5, 0.5, 0.5, 0.5])
+    kept, used, excluded = calibration.gate_cells(df2, ["d", "mu"], ok)
+    assert kept["v"].tolist() == [1, 2] and (used, excluded) == (1, 1)
+
+
+def test_gate_cells_does_not_merge_cells_whose_joined_text_coincides():
+    df = pd.DataFrame({"a": ["x|y", "x"], "b": ["z", "y|z"], "v": [1, 2]})
+    kept, used, excluded = calibration.gate_cells(df, ["a", "b"], pd.Series([True, False]))
+    assert kept["v"].tolist() == [1] and (used, excluded) == (1, 1)
+
+
+def test_interpolated_fails_a_missing_value_of_a_nullable_column_instead_of_raising():
+    df = pd.DataFrame({"pre_train_error": pd.array([0.0, None, 0.0, 0.0], dtype="Float64"),
+                       "pre_train_loss": pd.array([0.01, 0.0, None, 0.2], dtype="Float64")})
+    assert calibration.interpolated(df).tolist() == [True, False, True, True]
+    assert calibration.interpolated(df, loss_eps=0.05).tolist() == [True, False, False, False]
+
+
+def test_calibrate_sgd_constant_drops_a_negative_boundary():
+    d, n = 100, 10
+    unit = (d * 2 ** 4 / n) ** 0.25  # the C1 = 1 boundary at P = 2, sigma_p = 1
+    # -3 unit would give 81 if its fourth power were kept: the median over {1, 16} is 8.5, over {81, 1, 16} 16
+    got = calibration.calibrate_sgd_constant([-3 * unit, unit, 2 * unit], d, n)
+    assert got == pytest.approx(8.5)
+    assert math.isnan(calibration.calibrate_sgd_constant([-unit, 0.0], d, n))

@@ -109,9 +109,12 @@ def sgd_constant_per_point(boundaries, d, n, P=2, sigma_p=1.0) -> np.ndarray:
 
 
 def calibrate_sgd_constant(boundaries, d, n, P=2, sigma_p=1.0) -> float:
-    """``C1`` of the SGD boundary: the median of the per-point estimates (NaN boundaries ignored; NaN if none)."""
+    """``C1`` of the SGD boundary: the median of the per-point estimates (NaN, infinite and non-positive boundaries
+    ignored; NaN if none)."""
     per = sgd_constant_per_point(boundaries, d, n, P, sigma_p)
-    per = per[np.isfinite(per) & (per > 0)]
+    # a boundary that is not positive has no constant (its fourth power would be positive all the same)
+    positive = np.broadcast_to(np.asarray(boundaries, float) > 0, per.shape)
+    per = per[np.isfinite(per) & positive]
     return float(np.median(per)) if per.size else float("nan")
 
 
@@ -162,12 +165,14 @@ def interpolated(df: pd.DataFrame, error: str = "pre_train_error", loss: str = "
                  loss_eps: float | None = None) -> pd.Series:
     """Per run: the premise of every bound — every training sample fitted (train error exactly 0, flipped labels
     included) and, when ``loss_eps`` is given, train loss <= ``loss_eps``. A non-finite value fails the premise."""
-    err = pd.to_numeric(df[error], errors="coerce")
+    def numbers(column: str) -> np.ndarray:  # a missing value of a nullable column (<NA>) becomes NaN: it fails
+        return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    err = numbers(error)
     ok = np.isfinite(err) & (err == 0)
     if loss_eps is not None:
-        lo = pd.to_numeric(df[loss], errors="coerce")
+        lo = numbers(loss)
         ok &= np.isfinite(lo) & (lo <= loss_eps)
-    return pd.Series(np.asarray(ok, bool), index=df.index)
+    return pd.Series(ok, index=df.index)
 
 
 def gate_cells(df: pd.DataFrame, cell: list[str], ok: pd.Series) -> tuple[pd.DataFrame, int, int]:
@@ -177,7 +182,9 @@ def gate_cells(df: pd.DataFrame, cell: list[str], ok: pd.Series) -> tuple[pd.Dat
     whole, so a seed mean never mixes runs inside and outside the premise."""
     if df.empty:
         return df, 0, 0
-    keys = df[cell].astype(str).agg("|".join, axis=1) if len(cell) > 1 else df[cell[0]].astype(str)
+    # one integer per distinct tuple of cell values, a missing value being a value of its own (joining the values
+    # as text would let a NaN key escape and make ("a|b", "c") and ("a", "b|c") one cell)
+    keys = df.groupby(cell, dropna=False, sort=False).ngroup()
     good = ok.groupby(keys).transform("all").astype(bool)
     kept_cells = int(keys[good].nunique())
     excluded_cells = int(keys.nunique()) - kept_cells

@@ -3,6 +3,8 @@
     python tests/mutation.py theory/calibration.py tests/test_theory_validation.py tests/test_method_properties.py
     python tests/mutation.py simulations/unlearning.py tests/test_unlearning.py tests/test_method_properties.py
     python tests/mutation.py --resume theory/calibration.py tests/...   # go on with an interrupted run
+    python tests/mutation.py --survivors simulations/optim.py   # each survivor's diff and verdict
+    python tests/mutation.py --equivalent simulations/optim.py NAME... --why "reason"   # record a verdict
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
 
 ``MUTATION_TIMEOUT_MULTIPLIER`` (default 15, mutmut's own) scales each mutant's wall-clock limit: raise it on a busy
@@ -11,9 +13,10 @@ machine, where mutants otherwise time out (counted apart from killed and survive
 Copies the tracked and the new, not ignored files into ``mutants-work/<module>/`` (git-ignored), narrows
 ``[tool.mutmut]`` there to the one module (``only_mutate``) and the named tests
 (``pytest_add_cli_args_test_selection``), runs ``mutmut run``, and prints and writes
-``mutants-work/<module>/score.json``: killed, survived, timeouts, suspicious, skipped, no tests, and the score
-killed / (killed + survived). The surviving mutants are listed by name: ``mutmut show NAME`` in that folder prints
-each diff, to be judged equivalent or a test still to write (docs/testing.md).
+``mutants-work/<module>/score.json``: killed, survived, timeouts, suspicious, skipped, no tests, the score
+killed / (killed + survived), and each survivor's diff. Each survivor is then judged: a test still to write, or
+equivalent — recorded in ``tests/mutation_equivalent.json`` with the mutated line and the reason, and counted out
+of the score over non-equivalent mutants by ``--report`` only while that line is still what the mutant puts in.
 """
 
 from __future__ import annotations
@@ -92,34 +95,145 @@ def count(work: Path) -> dict:
             "survived": statuses.get("survived", [])}
 
 
+EQUIVALENT = ROOT / "tests" / "mutation_equivalent.json"
+
+
+def mutated_lines(diff: str) -> str:
+    """The lines a mutant puts in (``+`` lines of its diff, stripped): what an equivalence verdict is about."""
+    return "\n".join(line[1:].strip() for line in diff.splitlines()
+                     if line.startswith("+") and not line.startswith("+++"))
+
+
+def survivor_diffs(work: Path, names: list[str]) -> dict[str, str]:
+    """``mutmut show NAME`` for each surviving mutant, run in the scratch copy that holds them."""
+    return {name: subprocess.run(["mutmut", "show", name], cwd=work, capture_output=True, text=True).stdout
+            for name in names}
+
+
+def classify(report: dict, registry: dict) -> tuple[list[str], list[str], list[str]]:
+    """Survivors judged equivalent, survivors still open, and stale verdicts.
+
+    A verdict in ``tests/mutation_equivalent.json`` counts only for a mutant that survived this run and whose mutated
+    lines are still the ones the verdict was written about (mutmut numbers mutants per function, so a changed
+    function can give a name to another mutant). A verdict that matches no survivor is stale: listed, not counted."""
+    verdicts = registry.get(report["module"], {})
+    diffs = report.get("diffs", {})
+    equivalent, open_ = [], []
+    for name in report["survived"]:
+        v = verdicts.get(name)
+        (equivalent if v and name in diffs and mutated_lines(diffs[name]) == v["mutated"] else open_).append(name)
+    stale = sorted(set(verdicts) - set(equivalent))
+    return equivalent, open_, stale
+
+
+def unchanged_since_run(work: Path, report: dict) -> bool:
+    """The module and its tests are byte for byte those the run used (its scratch copy keeps them)."""
+    return all((work / n).is_file() and (ROOT / n).is_file() and (work / n).read_bytes() == (ROOT / n).read_bytes()
+               for n in [report["module"], *report["tests"]])
+
+
 def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
-    """docs/testing.md from every ``mutants-work/*/score.json`` (the tool's own counts), one row per module."""
-    rows = []
+    """docs/testing.md from every ``mutants-work/*/score.json`` (the tool's own counts), one row per module, and
+    ``tests/mutation_equivalent.json`` (the survivors judged equivalent, each with its reason)."""
+    registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
+    rows, lists = [], []
     for score in sorted((ROOT / "mutants-work").glob("*/score.json")):
+        work = score.parent
         r = json.loads(score.read_text())
+        if "diffs" not in r:  # a score written before diffs were kept: read them from the scratch copy
+            r["diffs"] = survivor_diffs(work, r["survived"])
+            score.write_text(json.dumps(r, indent=2))
         c = r["counts"]
-        rows.append(f"| `{r['module']}` | {c.get('killed', 0)} | {c.get('survived', 0)} | {c.get('timeout', 0)} | "
-                    f"{c.get('no tests', 0)} | {sum(c.values())} | {r['score']:.1%} | {' '.join(r['tests'])} |")
+        killed, survived = c.get("killed", 0), c.get("survived", 0)
+        equivalent, open_, stale = classify(r, registry)
+        non_eq = killed / (killed + len(open_)) if killed + len(open_) else float("nan")
+        current = "yes" if unchanged_since_run(work, r) else "**no: re-run**"
+        rows.append(f"| `{r['module']}` | {killed} | {survived} | {len(equivalent)} | {c.get('timeout', 0)} | "
+                    f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | {sum(c.values())} | {r['score']:.1%} | "
+                    f"**{non_eq:.1%}** | {current} | {' '.join(r['tests'])} |")
+        verdicts = registry.get(r["module"], {})
+        items = [f"- `{n}` — equivalent: {verdicts[n]['why']}" for n in equivalent]
+        items += [f"- `{n}` — **open**: no verdict (a test to write, or a reason to record)" for n in open_]
+        items += [f"- `{n}` — stale verdict: not a survivor of this run, or its mutated line changed" for n in stale]
+        if current != "yes":
+            items = ["- the module or its tests changed since this run: its survivors are not listed until it is "
+                     "run again"]
+        if items:
+            lists.append(f"`{r['module']}`:\n" + "\n".join(items))
     header = ("# Mutation testing\n\nNeeds `pip install mutmut` (3.8; not in requirements.txt, CI does not run it). "
-              "Command per module:\n`python tests/mutation.py MODULE.py TEST_FILE...`, then `python tests/mutation.py "
-              "--report` to rewrite this table.\n\nGenerated by `python tests/mutation.py --report` from the scores "
-              "that `python tests/mutation.py MODULE TESTS...` (mutmut) wrote; not part of CI. Score = killed / "
-              "(killed + survived); mutants not yet run, timed out or without a covering test are counted "
-              "separately.\n\n")
-    table = ("| module | killed | survived | timeout | no tests | mutants seen | score | tests |\n"
-             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+              "Command per module:\n`python tests/mutation.py MODULE.py TEST_FILE...` (`--resume` goes on with an "
+              "interrupted run), then `python tests/mutation.py --report` to rewrite this table.\n\nGenerated by "
+              "`python tests/mutation.py --report` from the counts that mutmut wrote for each module's last run "
+              "(`mutants-work/<module>/score.json`) and the verdicts in `tests/mutation_equivalent.json`; not part "
+              "of CI. Raw score = killed / (killed + survived). Score over non-equivalent mutants = killed / (killed "
+              "+ survivors without an equivalence verdict); a verdict counts only while the survivor's mutated line "
+              "is the one it was written about. Timeouts, mutants without a covering test and mutants not yet run "
+              "are counted apart. \"Code unchanged\" says whether the module and its tests are still the bytes the "
+              "run used.\n\n")
+    table = ("| module | killed | survived | equivalent | timeout | no tests | not run | mutants | raw score | "
+             "score over non-equivalent | code unchanged | tests |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    survivors = ("\nEvery survivor of the runs above, with its verdict (`python tests/mutation.py --survivors "
+                 "MODULE` prints their diffs):\n\n" + "\n\n".join(lists) + "\n") if lists else ""
     notes = ""  # the hand-written reading of the survivors, kept across rewrites
     if dest.is_file() and "\n## " in dest.read_text():
         notes = "\n## " + dest.read_text().split("\n## ", 1)[1]
-    text = header + table + notes
-    dest.write_text(text)
+    dest.write_text(header + table + survivors + notes)
     return dest
+
+
+def record_equivalent(module: str, names: list[str], why: str) -> int:
+    """Record survivors of the module's last run as equivalent, with the reason and the lines they put in."""
+    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+    if not (work / "score.json").is_file():
+        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+        return 2
+    r = json.loads((work / "score.json").read_text())
+    diffs = r.get("diffs") or survivor_diffs(work, r["survived"])
+    unknown = [n for n in names if n not in r["survived"]]
+    if unknown or not why.strip():
+        print(f"error: {'not survivors of the last run: ' + ', '.join(unknown) if unknown else 'no reason given'}; "
+              "nothing recorded", file=sys.stderr)
+        return 2
+    registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
+    for n in names:
+        registry.setdefault(module, {})[n] = {"mutated": mutated_lines(diffs[n]), "why": why.strip()}
+    registry = {m: dict(sorted(v.items())) for m, v in sorted(registry.items())}
+    tmp = EQUIVALENT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(EQUIVALENT)
+    print(f"recorded {len(names)} verdict(s) for {module}")
+    return 0
+
+
+def show_survivors(module: str) -> int:
+    """Print each survivor of the module's last run with its verdict and diff, for reading."""
+    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+    if not (work / "score.json").is_file():
+        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+        return 2
+    r = json.loads((work / "score.json").read_text())
+    r.setdefault("diffs", survivor_diffs(work, r["survived"]))
+    registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
+    equivalent, open_, stale = classify(r, registry)
+    for name in r["survived"]:
+        print(f"=== {name}: {'equivalent' if name in equivalent else 'OPEN'}")
+        print(r["diffs"][name])
+    for name in stale:
+        print(f"=== stale verdict: {name}")
+    print(f"{len(equivalent)} equivalent, {len(open_)} open, {len(stale)} stale")
+    return 0
 
 
 def main(argv: list[str]) -> int:
     if argv == ["--report"]:
         print(f"wrote {write_report()}")
         return 0
+    if len(argv) == 2 and argv[0] == "--survivors":
+        return show_survivors(argv[1])
+    if len(argv) >= 4 and argv[0] == "--equivalent" and "--why" in argv:
+        at = argv.index("--why")
+        return record_equivalent(argv[1], argv[2:at], " ".join(argv[at + 1:]))
     resume = argv[:1] == ["--resume"]
     argv = argv[1:] if resume else argv
     if not argv or not argv[0].endswith(".py"):
@@ -138,6 +252,7 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(["mutmut", "run", "--max-children", "2"], cwd=work, env=env, check=False)
     report = {"module": module, "tests": tests, **count(work)}
+    report["diffs"] = survivor_diffs(work, report["survived"])
     (work / "score.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "survived"}, indent=2))
     print("survived:", " ".join(report["survived"]) or "none")

@@ -4,6 +4,7 @@
     python tests/mutation.py simulations/unlearning.py tests/test_unlearning.py tests/test_method_properties.py
     python tests/mutation.py --resume theory/calibration.py tests/...   # go on with an interrupted run
     python tests/mutation.py --survivors simulations/optim.py   # each survivor's diff and verdict
+    python tests/mutation.py --recheck simulations/optim.py     # survivors again, with tests added since the run
     python tests/mutation.py --equivalent simulations/optim.py NAME... --why "reason"   # record a verdict
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
 
@@ -82,6 +83,38 @@ def check_resumable(work: Path, module: str, tests: list[str]) -> None:
                              "the code; run without --resume")
 
 
+def recheck(module: str) -> int:
+    """Run the survivors of the module's last run again against the current versions of its test files.
+
+    For tests written after a run to kill its survivors: the module must be unchanged, the test selection is the
+    same list of files, and mutmut collects the new tests' coverage and re-runs only the named survivors. The kills
+    of the run stand as they were obtained (valid as long as tests were only added, which is how survivors are
+    killed here); ``score.json`` records which files were updated, and ``--report`` says so in the row."""
+    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+    if not (work / "score.json").is_file():
+        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+        return 2
+    old = json.loads((work / "score.json").read_text())
+    if (ROOT / module).read_bytes() != (work / module).read_bytes():
+        print(f"error: {module} changed since its run: run it again in full", file=sys.stderr)
+        return 2
+    updated = [t for t in old["tests"] if (ROOT / t).read_bytes() != (work / t).read_bytes()]
+    for t in updated:
+        shutil.copy2(ROOT / t, work / t)
+    if not old["survived"]:
+        print("no survivors to re-check")
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(["mutmut", "run", "--max-children", "2", *old["survived"]], cwd=work, env=env, check=False)
+    report = {"module": module, "tests": old["tests"], **count(work),
+              "rechecked_with": sorted(set(old.get("rechecked_with", [])) | set(updated))}
+    report["diffs"] = survivor_diffs(work, report["survived"])
+    (work / "score.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("survived", "diffs")}, indent=2))
+    print("survived:", " ".join(report["survived"]) or "none")
+    return 0
+
+
 def count(work: Path) -> dict:
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     statuses: dict[str, list[str]] = {}
@@ -148,6 +181,8 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
         equivalent, open_, stale = classify(r, registry)
         non_eq = killed / (killed + len(open_)) if killed + len(open_) else float("nan")
         current = "yes" if unchanged_since_run(work, r) else "**no: re-run**"
+        if current == "yes" and r.get("rechecked_with"):
+            current = "yes (survivors re-checked with later " + ", ".join(r["rechecked_with"]) + ")"
         rows.append(f"| `{r['module']}` | {killed} | {survived} | {len(equivalent)} | {c.get('timeout', 0)} | "
                     f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | {sum(c.values())} | {r['score']:.1%} | "
                     f"**{non_eq:.1%}** | {current} | {' '.join(r['tests'])} |")
@@ -155,7 +190,7 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
         items = [f"- `{n}` — equivalent: {verdicts[n]['why']}" for n in equivalent]
         items += [f"- `{n}` — **open**: no verdict (a test to write, or a reason to record)" for n in open_]
         items += [f"- `{n}` — stale verdict: not a survivor of this run, or its mutated line changed" for n in stale]
-        if current != "yes":
+        if not current.startswith("yes"):
             items = ["- the module or its tests changed since this run: its survivors are not listed until it is "
                      "run again"]
         if items:
@@ -169,7 +204,8 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
               "+ survivors without an equivalence verdict); a verdict counts only while the survivor's mutated line "
               "is the one it was written about. Timeouts, mutants without a covering test and mutants not yet run "
               "are counted apart. \"Code unchanged\" says whether the module and its tests are still the bytes the "
-              "run used.\n\n")
+              "run used; `--recheck` re-runs a run's survivors against tests added since (the run's kills stand), "
+              "and the row names the files it used.\n\n")
     table = ("| module | killed | survived | equivalent | timeout | no tests | not run | mutants | raw score | "
              "score over non-equivalent | code unchanged | tests |\n"
              "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
@@ -229,6 +265,8 @@ def main(argv: list[str]) -> int:
     if argv == ["--report"]:
         print(f"wrote {write_report()}")
         return 0
+    if len(argv) == 2 and argv[0] == "--recheck":
+        return recheck(argv[1])
     if len(argv) == 2 and argv[0] == "--survivors":
         return show_survivors(argv[1])
     if len(argv) >= 4 and argv[0] == "--equivalent" and "--why" in argv:

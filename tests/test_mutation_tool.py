@@ -112,3 +112,20 @@ def test_resume_refuses_when_the_module_or_its_tests_changed(workspace):
     (workspace / "tests" / "test_m.py").write_text("# a new test\n")
     with pytest.raises(SystemExit, match="tests/test_m.py changed"):
         mutation.check_resumable(work, "pkg/m.py", ["tests/test_m.py"])
+
+
+def test_recheck_refuses_a_changed_module_and_the_report_names_the_later_tests(workspace, monkeypatch, capsys):
+    work = workspace / "mutants-work" / "pkg_m"
+    (workspace / "pkg" / "m.py").write_text("def f(x):\n    return x > 1\n")
+    calls = []
+    monkeypatch.setattr(mutation.subprocess, "run", lambda *a, **k: calls.append(a))
+    assert mutation.recheck("pkg/m.py") == 2 and calls == []  # refused before running anything
+    assert "changed since its run" in capsys.readouterr().err
+    (workspace / "pkg" / "m.py").write_bytes((work / "pkg" / "m.py").read_bytes())
+    r = json.loads((work / "score.json").read_text())
+    r["rechecked_with"] = ["tests/test_m.py"]
+    (work / "score.json").write_text(json.dumps(r))
+    dest = workspace / "testing.md"
+    row = next(line for line in mutation.write_report(dest).read_text().splitlines()
+               if line.startswith("| `pkg/m.py`"))
+    assert "yes (survivors re-checked with later tests/test_m.py)" in row

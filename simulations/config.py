@@ -254,6 +254,14 @@ def parse_value(name: str, text: str, field_types: dict[str, type] | None = None
                 return False
             raise ValueError
         if typ is int:
+            try:  # an integer literal exactly (a seed above 2**53 must not pass through a float)
+                v = int(text.strip())
+            except ValueError:
+                v = None
+            if v is not None:
+                if abs(v) > 2**63 - 1:
+                    raise ValueError
+                return v
             f = float(text)
             if not math.isfinite(f):
                 raise ConfigError(f"{name}={text.strip()}: must be a finite integer")

@@ -685,3 +685,77 @@ def test_a_rerun_drops_stale_metrics_and_force_replaces_another_run(source, tmp_
     assert re.search(r"holds another run \(unlearn, other settings: ", str(err.value))
     rec = unlearn(ft, source, out, progress=False, record_accuracy=False, force=True)
     assert rec["method"] == "ft" and not (out / "mask.pt").exists() and rec["mask"] is None
+
+
+# --------------------------------------------------- devices, checked on a CPU-only machine (mutation run of 2026-12-02)
+# On a GPU the labels live on CUDA while a generator may be a CPU one (or the reverse). Two CPU stand-ins make the
+# device plumbing observable here: torch's default device set to "meta" (a tensor created without an explicit device
+# lands there, and its values cannot be read back) and labels on "meta" (a CPU tensor cannot be added to them).
+@pytest.fixture
+def meta_default():
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device("cpu")
+
+
+@pytest.mark.parametrize("exclude_true", [False, True])
+def test_random_labels_draw_on_the_generator_device_whatever_the_default_device(meta_default, exclude_true):
+    labels, idx = torch.arange(12, device="cpu") % 4, torch.tensor([1, 5, 9], device="cpu")
+    out = random_labels(labels, idx, 4, torch.Generator().manual_seed(3), exclude_true=exclude_true)
+    lo = 1 if exclude_true else 0
+    draw = torch.randint(lo, 4, (3,), generator=torch.Generator().manual_seed(3), device="cpu")
+    expected = labels.clone()
+    expected[idx] = (labels[idx] + draw) % 4 if exclude_true else draw
+    assert out.device == CPU and torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("exclude_true", [False, True])
+def test_random_labels_write_on_the_labels_device(exclude_true):
+    labels = (torch.arange(12) % 4).to("meta")
+    out = random_labels(labels, torch.tensor([1, 5, 9]), 4, torch.Generator().manual_seed(3), exclude_true=exclude_true)
+    assert out.device.type == "meta" and out.shape == (12,) and out.dtype == labels.dtype
+
+
+def test_saliency_mask_is_built_on_the_gradients_device(monkeypatch):
+    net, data = _trained_net(), _data(10)
+    idx = torch.tensor([1, 2, 4, 6, 7, 9])
+    ref, _ = saliency_mask(net, data, idx, 0.3, "largest", batch_size=4, device=CPU, bf16=False)
+    torch.set_default_device("meta")
+    try:
+        masks, _ = saliency_mask(net, data, idx, 0.3, "largest", batch_size=4, device=CPU, bf16=False)
+    finally:
+        torch.set_default_device("cpu")
+    assert all(m.device == CPU for m in masks)
+    assert all(torch.equal(m, r) for m, r in zip(masks, ref))
+
+
+def test_a_sam_step_of_a_run_freezes_batchnorm_statistics_in_its_perturbed_pass():
+    """``UnlearnRun.step_on`` hands its model to the SAM step: the BatchNorm running statistics then see the batch
+    once (the pass at W), exactly as one train-mode forward of the same batch moves them; without the model they
+    would absorb the perturbed pass too."""
+    run = _run("ft", optimizer="sam", rho=0.5)
+    x, y = run.prepared.data.images[:4].float() / 255, run.prepared.data.labels[:4]
+    by_hand = _trained_net()  # the same weights and statistics as the run's model
+    by_hand.train()
+    with torch.no_grad():
+        by_hand(x)
+    bn, bn_ref = run.model.body[3], by_hand.body[3]
+    opt = run.optimizer(0.5)
+    run.model.train()
+    run.step_on(opt, lambda: F.cross_entropy(run.model(x), y))
+    torch.testing.assert_close(bn.running_mean, bn_ref.running_mean, rtol=0, atol=1e-7)
+    torch.testing.assert_close(bn.running_var, bn_ref.running_var, rtol=0, atol=1e-7)
+    assert int(bn.num_batches_tracked) == int(bn_ref.num_batches_tracked) == 2  # _trained_net made the first
+
+
+def test_identity_of_a_split_file_without_its_checksum_is_empty(source, tmp_path):
+    """A split file written before splits carried ``indices_sha256`` still names the run: its part of the identity
+    is the empty string (not "None")."""
+    split = _split(source)
+    legacy = tmp_path / "legacy.npz"
+    np.savez(legacy, **{k: v for k, v in split.items() if k != "indices_sha256"})
+    assert "indices_sha256" not in load_split(legacy)
+    c = cfg(method="ft", split_file=str(legacy))
+    assert unlearn_identity(c, source)["split"] == ""

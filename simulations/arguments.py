@@ -24,7 +24,9 @@ def _choice_hint(message: str) -> str:
         return ""
     from .fields import suggest
 
-    return suggest(found.group(1), re.findall(r"'([^']*)'", found.group(2)))
+    # quoted ('a', 'b') on most Pythons, bare (a, b) on some 3.12/3.13 releases
+    choices = [c.strip().strip("'") for c in found.group(2).split(",")]
+    return suggest(found.group(1), [c for c in choices if c])
 
 
 class VersionAction(argparse.Action):

@@ -59,7 +59,7 @@ def read_identity(folder: Path) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or "kind" not in data:
+        if not isinstance(data, dict) or "kind" not in data or not isinstance(data.get("identity", {}), dict):
             raise ValueError
         return data
     except (OSError, ValueError):

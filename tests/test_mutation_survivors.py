@@ -546,3 +546,14 @@ def test_entanglement_wp_takes_min_of_both_set_sizes_and_any_positive_largest_co
     a = np.deg2rad(30)
     assert entanglement_wp(np.array([[1.0, 0.0]]), np.array([[np.cos(a), np.sin(a)]])) == 0.0
     assert entanglement_wp(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]])) == 1.0  # the same point once normalised
+
+
+def test_sam_mask_moves_to_its_parameter_device():
+    """A mask built on the CPU for a parameter elsewhere (a GPU run) is kept on the parameter's device. CPU-only
+    stand-in for the GPU: a parameter on "meta", whose tensors cannot be mixed with CPU ones."""
+    w = nn.Parameter(torch.zeros(2, 3, device="meta"))
+    opt = SAM([w], torch.optim.SGD, rho=0.1, lr=0.1)
+    opt.set_mask([torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])])
+    assert opt._frozen[w].device.type == "meta" and opt._frozen[w].shape == (2, 3)
+    opt.set_mask([torch.ones(2, 3)], freeze=False)
+    assert opt._scale[w].device.type == "meta"

@@ -3,6 +3,7 @@
     python tests/mutation.py theory/calibration.py tests/test_theory_validation.py tests/test_method_properties.py
     python tests/mutation.py simulations/unlearning.py tests/test_unlearning.py tests/test_method_properties.py
     python tests/mutation.py --resume theory/calibration.py tests/...   # go on with an interrupted run
+    python tests/mutation.py --score theory/calibration.py tests/...   # counts of an interrupted run so far
     python tests/mutation.py --survivors simulations/optim.py   # each survivor's diff and verdict
     python tests/mutation.py --recheck simulations/optim.py     # survivors again, with tests added since the run
     python tests/mutation.py --equivalent simulations/optim.py NAME... --why "reason"   # record a verdict
@@ -264,6 +265,15 @@ def show_survivors(module: str) -> int:
 def main(argv: list[str]) -> int:
     if argv == ["--report"]:
         print(f"wrote {write_report()}")
+        return 0
+    if len(argv) >= 2 and argv[0] == "--score":  # the counts of an interrupted run, so far (--resume goes on)
+        module, tests = argv[1], argv[2:]
+        work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+        check_resumable(work, module, tests)
+        report = {"module": module, "tests": tests, **count(work)}
+        report["diffs"] = survivor_diffs(work, report["survived"])
+        (work / "score.json").write_text(json.dumps(report, indent=2))
+        print(json.dumps(report["counts"]))
         return 0
     if len(argv) == 2 and argv[0] == "--recheck":
         return recheck(argv[1])

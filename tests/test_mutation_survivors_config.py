@@ -284,7 +284,10 @@ def test_parse_value_ints():
     assert parse_value("seed", "9007199254740993") == 9007199254740993
     assert parse_value("seed", " 9223372036854775807 ") == 2**63 - 1
     assert parse_value("seed", "-9223372036854775807") == -(2**63 - 1)
-    for text in ("3.5", "9223372036854775808", "-9223372036854775808", "1e19", "-1e19", "abc", ""):
+    # in float notation the bound is on the float: 2**63 itself is refused, the float just below it accepted
+    assert parse_value("seed", "9.2233720368547748e18") == 2**63 - 1024
+    for text in ("3.5", "9223372036854775808", "-9223372036854775808", "9.223372036854775808e18", "1e19", "-1e19",
+                 "abc", ""):
         with pytest.raises(ConfigError) as err:
             parse_value("seed", text)
         assert str(err.value) == f"seed={text!r}: expected int"

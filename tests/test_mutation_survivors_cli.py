@@ -191,6 +191,8 @@ def test_choice_hint():
     msg = "argument command: invalid choice: 'sweeep' (choose from 'run', 'sweep', 'presets', 'fields')"
     assert _choice_hint(msg) == " (did you mean 'sweep'?)"
     assert _choice_hint("invalid choice: 'zzzzzz' (choose from 'run', 'sweep')") == ""
+    # only the quotes are stripped from a choice (a name may begin or end with any other character)
+    assert _choice_hint("invalid choice: 'XrelX' (choose from 'XreluX', 'tanh')") == " (did you mean 'XreluX'?)"
     # some 3.12/3.13 releases print the choices without quotes: the hint must not disappear there
     assert _choice_hint("argument command: invalid choice: 'sweeep' (choose from run, sweep, presets)") == \
         " (did you mean 'sweep'?)"

@@ -918,3 +918,37 @@ def test_evaluate_marks_overflowing_training_outputs_even_when_the_test_outputs_
     got = run.evaluate(state)
     assert torch.equal(run.diverged_step, torch.tensor([0]))
     assert all(math.isnan(float(v[0])) for v in got.values())
+
+
+# ============================================================================ survivors of the partial run of 2026-12-02
+def test_restart_from_retrain_init_keeps_the_run_precision():
+    """The retraining restart builds its state in the run's dtype (float32 runs stay float32) on both backends."""
+    for backend in ("weights", "gram"):
+        cfg = tiny(backend=backend, d=16, sigma_0=0.3, precision="float32")
+        run = GroupRun([cfg])
+        fresh = run.restart_from_retrain_init()
+        assert fresh.dtype == torch.float32, backend
+        assert run.backend.init_state().dtype == torch.float32, backend
+
+
+def test_gradient_counts_a_shared_noise_vector_once_per_noise_patch():
+    """P = 3 with shared noise: the one stored noise vector stands for P − 1 = 2 patches, so the gradient is that of
+    the loss over all P patches (multiplicity 2, not the default 1)."""
+    from _helpers import autograd_grad, full_patches
+
+    cfg = tiny(backend="weights", d=16, P=3, shared_noise=True, label_flip=0.3, sigma_0=0.3)
+    run = GroupRun([cfg])
+    assert run.layout.noise_multiplicity == 2.0
+    X = full_patches(cfg, explicit_data(cfg))
+    g = torch.Generator().manual_seed(3)
+    W = run.backend.init_state() + 0.2 * torch.randn(run.backend.shape, generator=g, dtype=F64)
+    weights = _t([[0.3, 0.0, 0.1, 0.05, 0.2, 0.0, 0.15, 0.1, 0.05, 0.05]])
+    got = run.gradient(W, run.labels, weights)
+    ref = autograd_grad(W[0], X, run.labels[0], weights[0], "relu")
+    np.testing.assert_allclose(_np(got[0]), _np(ref), rtol=1e-10, atol=1e-13)
+
+
+def test_simulate_refuses_a_cuda_device_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=re.escape("--device cuda: no CUDA GPU is visible here; use --device cpu")):
+        simulate([tiny()], device="cuda")

@@ -786,3 +786,24 @@ def test_run_sweep_default_chunk_runs_is_2000(tmp_path, monkeypatch):
     summary = run_sweep(BASE, {"seed": list(range(2001))}, tmp_path / "out", max_memory_gb=64.0)
     assert log[1] == [2000, 1]
     assert (summary["runs"], summary["computed"], summary["skipped"]) == (2001, 2001, 0)
+
+
+# ------------------------------------------------------------------- survivors of the mutation run of 2026-12-02
+def test_coefficient_less_cells_of_another_grid_in_the_cache_are_not_recomputed(tmp_path, capsys):
+    """--save-coefficients recomputes this grid's cached cells stored without coefficients, never the other cells the
+    shared cache holds: a grid of seed 0 next to cached seeds 0..2 recomputes one cell and says 1."""
+    out = tmp_path / "out"
+    run_sweep(BASE, {"seed": [0, 1, 2]}, out)
+    capsys.readouterr()
+    summary = run_sweep(BASE, {"seed": [0]}, out, on_other_grid="replace", save_coefficients=True)
+    assert (summary["computed"], summary["skipped"], summary["recomputed"]) == (1, 0, 1)
+    assert capsys.readouterr().err == ("sweep: --save-coefficients: 1 cached cell(s) were stored without their "
+                                       "coefficients: recomputed with them\n")
+
+
+def test_the_manifest_records_the_provenance_of_the_sweep_device(tmp_path, monkeypatch):
+    seen = []
+    real = sweep.provenance
+    monkeypatch.setattr(sweep, "provenance", lambda device="cpu": seen.append(device) or real(device))
+    run_sweep(BASE, {"seed": [0]}, tmp_path / "out", device="cpu")
+    assert seen == ["cpu"]

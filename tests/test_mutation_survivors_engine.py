@@ -952,3 +952,60 @@ def test_simulate_refuses_a_cuda_device_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=re.escape("--device cuda: no CUDA GPU is visible here; use --device cpu")):
         simulate([tiny()], device="cuda")
+
+
+def test_the_final_record_is_taken_at_the_training_sam_point_with_adaptive_and_mix(monkeypatch):
+    """The last trajectory row comes from one extra SAM pass at lr 0: with the run's radius, its mix (the signed
+    λ of sam_sign/sam_lambda) and ASAM's adaptive ε when the run is ASAM, over all n samples with weight 1/n."""
+    import simulations.engine as engine
+
+    calls = []
+    real = engine.sam_step
+
+    def spy(backend, act, state, labels, weights, lr, rho, mix=None, adaptive=False, **masks):
+        calls.append({"weights": weights.clone(), "lr": lr.clone(), "rho": rho.clone(),
+                      "mix": None if mix is None else mix.clone(), "adaptive": adaptive})
+        return real(backend, act, state, labels, weights, lr, rho, mix, adaptive=adaptive, **masks)
+
+    monkeypatch.setattr(engine, "sam_step", spy)
+    a = tiny(backend="weights", d=16, n_test=100, steps=3, optimizer="sam", rho=0.5, log_points=2,
+             sam_adaptive=True, sam_sign="max", sam_lambda=0.5)
+    run = GroupRun([a])
+    run.run()
+    last = calls[-1]
+    assert last["adaptive"] is True and last["lr"].dtype == F64 and torch.equal(last["lr"], torch.zeros(1, dtype=F64))
+    assert torch.equal(last["rho"], run.train_rho) and torch.equal(last["mix"], run.mix)
+    assert last["weights"].dtype == F64 and torch.equal(last["weights"], torch.full((1, a.n), 1.0 / a.n, dtype=F64))
+    assert float(run.mix[0]) == -0.5
+
+
+def test_evaluate_counts_a_shared_noise_vector_once_per_noise_patch():
+    """P = 3 with shared noise: the training outputs count the stored noise vector for both noise patches."""
+    from _helpers import full_patches
+
+    cfg = tiny(backend="weights", d=16, P=3, shared_noise=True, label_flip=0.3, sigma_0=0.3, n_test=100)
+    run = GroupRun([cfg])
+    g = torch.Generator().manual_seed(5)
+    state = run.backend.init_state() + 0.3 * torch.randn(run.backend.shape, generator=g, dtype=F64)
+    X = full_patches(cfg, explicit_data(cfg))  # (n, P, d): signal patch, then the same xi twice
+    F = torch.relu(torch.einsum("jrd,ipd->jrip", state[0], X)).sum(dim=(1, 3)) / cfg.m
+    margin = run.labels[0] * (F[0] - F[1])
+    got = run.evaluate(state)
+    assert float(got["train_loss"][0]) == pytest.approx(float(torch.nn.functional.softplus(-margin).mean()),
+                                                        rel=1e-12)
+    assert float(got["train_error"][0]) == float((margin <= 0).to(F64).mean())
+
+
+def test_evaluate_three_configurations_with_the_middle_one_diverged():
+    a = _evaluate_configs()[0]
+    run = GroupRun([a, a.replace(seed=4), a.replace(seed=5)])
+    state = run.backend.init_state()
+    state[1, 0, 0, 0] = math.inf
+    run.t = 0
+    got = run.evaluate(state)
+    assert torch.equal(run.diverged_step, torch.tensor([-1, 0, -1]))
+    expected = _metrics_by_hand(run, run.backend.init_state())
+    for k, v in got.items():
+        assert math.isnan(float(v[1])), k
+        for c in (0, 2):
+            assert float(v[c]) == pytest.approx(float(expected[k][c]), rel=1e-12, abs=1e-15), (k, c)

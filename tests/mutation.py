@@ -7,6 +7,7 @@
     python tests/mutation.py --survivors simulations/optim.py   # each survivor's diff and verdict
     python tests/mutation.py --recheck simulations/optim.py     # survivors again, with tests added since the run
     python tests/mutation.py --equivalent simulations/optim.py NAME... --why "reason"   # record a verdict
+    python tests/mutation.py --gpu-only MODULE NAME... --why "reason"   # explained, still counted as surviving
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
 
 ``MUTATION_TIMEOUT_MULTIPLIER`` (default 15, mutmut's own) scales each mutant's wall-clock limit: raise it on a busy
@@ -152,11 +153,16 @@ def classify(report: dict, registry: dict) -> tuple[list[str], list[str], list[s
     function can give a name to another mutant). A verdict that matches no survivor is stale: listed, not counted."""
     verdicts = registry.get(report["module"], {})
     diffs = report.get("diffs", {})
-    equivalent, open_ = [], []
+    equivalent, open_, matched = [], [], set()
     for name in report["survived"]:
         v = verdicts.get(name)
-        (equivalent if v and name in diffs and mutated_lines(diffs[name]) == v["mutated"] else open_).append(name)
-    stale = sorted(set(verdicts) - set(equivalent))
+        if v and name in diffs and mutated_lines(diffs[name]) == v["mutated"]:
+            matched.add(name)
+            if v.get("kind", "equivalent") == "equivalent":
+                equivalent.append(name)
+                continue
+        open_.append(name)  # no verdict, or one saying why no CPU test can see it: still counted against the score
+    stale = sorted(set(verdicts) - matched)
     return equivalent, open_, stale
 
 
@@ -189,7 +195,9 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
                     f"**{non_eq:.1%}** | {current} | {' '.join(r['tests'])} |")
         verdicts = registry.get(r["module"], {})
         items = [f"- `{n}` — equivalent: {verdicts[n]['why']}" for n in equivalent]
-        items += [f"- `{n}` — **open**: no verdict (a test to write, or a reason to record)" for n in open_]
+        items += [f"- `{n}` — **open, {verdicts[n]['kind']}**: {verdicts[n]['why']}" if n in verdicts
+                  and verdicts[n].get("kind", "equivalent") != "equivalent" and n not in stale
+                  else f"- `{n}` — **open**: no verdict (a test to write, or a reason to record)" for n in open_]
         items += [f"- `{n}` — stale verdict: not a survivor of this run, or its mutated line changed" for n in stale]
         if not current.startswith("yes"):
             items = ["- the module or its tests changed since this run: its survivors are not listed until it is "
@@ -219,7 +227,7 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
     return dest
 
 
-def record_equivalent(module: str, names: list[str], why: str) -> int:
+def record_equivalent(module: str, names: list[str], why: str, kind: str = "equivalent") -> int:
     """Record survivors of the module's last run as equivalent, with the reason and the lines they put in."""
     work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
     if not (work / "score.json").is_file():
@@ -234,7 +242,10 @@ def record_equivalent(module: str, names: list[str], why: str) -> int:
         return 2
     registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
     for n in names:
-        registry.setdefault(module, {})[n] = {"mutated": mutated_lines(diffs[n]), "why": why.strip()}
+        entry = {"mutated": mutated_lines(diffs[n]), "why": why.strip()}
+        if kind != "equivalent":  # e.g. "GPU-only": explained, but not counted out of the score
+            entry["kind"] = kind
+        registry.setdefault(module, {})[n] = entry
     registry = {m: dict(sorted(v.items())) for m, v in sorted(registry.items())}
     tmp = EQUIVALENT.with_suffix(".tmp")
     tmp.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n")
@@ -279,9 +290,10 @@ def main(argv: list[str]) -> int:
         return recheck(argv[1])
     if len(argv) == 2 and argv[0] == "--survivors":
         return show_survivors(argv[1])
-    if len(argv) >= 4 and argv[0] == "--equivalent" and "--why" in argv:
+    if len(argv) >= 4 and argv[0] in ("--equivalent", "--gpu-only") and "--why" in argv:
         at = argv.index("--why")
-        return record_equivalent(argv[1], argv[2:at], " ".join(argv[at + 1:]))
+        return record_equivalent(argv[1], argv[2:at], " ".join(argv[at + 1:]),
+                                 "equivalent" if argv[0] == "--equivalent" else "GPU-only")
     resume = argv[:1] == ["--resume"]
     argv = argv[1:] if resume else argv
     if not argv or not argv[0].endswith(".py"):

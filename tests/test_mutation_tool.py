@@ -129,3 +129,9 @@ def test_recheck_refuses_a_changed_module_and_the_report_names_the_later_tests(w
     row = next(line for line in mutation.write_report(dest).read_text().splitlines()
                if line.startswith("| `pkg/m.py`"))
     assert "yes (survivors re-checked with later tests/test_m.py)" in row
+
+
+def test_a_gpu_only_verdict_explains_a_survivor_without_excusing_it():
+    registry = {"pkg/m.py": {"m.x_f__mutmut_3": {"mutated": "return x >= 0", "why": "cuda", "kind": "GPU-only"}}}
+    r = report(["m.x_f__mutmut_3"], {"m.x_f__mutmut_3": DIFF})
+    assert mutation.classify(r, registry) == ([], ["m.x_f__mutmut_3"], [])

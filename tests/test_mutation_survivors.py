@@ -557,3 +557,33 @@ def test_sam_mask_moves_to_its_parameter_device():
     assert opt._frozen[w].device.type == "meta" and opt._frozen[w].shape == (2, 3)
     opt.set_mask([torch.ones(2, 3)], freeze=False)
     assert opt._scale[w].device.type == "meta"
+
+
+def test_eval_batch_size_is_1024_on_cuda_and_256_elsewhere():
+    from empirical.metrics import eval_batch_size
+
+    assert eval_batch_size(torch.device("cuda")) == 1024 and eval_batch_size("cuda:1") == 1024
+    assert eval_batch_size(torch.device("cpu")) == 256 and eval_batch_size("cpu") == 256
+
+
+def test_model_layout_follows_the_first_convolution():
+    """channels_last when the model's first 4-d parameter is channels_last (and not plainly contiguous), else the
+    batch as it is; 2-d and 5-d parameters before it do not decide."""
+    from empirical.metrics import model_layout
+
+    x = torch.randn(2, 3, 4, 4)
+    plain = nn.Sequential(nn.Linear(4, 4), nn.Conv2d(3, 3, 3))
+    assert model_layout(plain)(x) is x
+    cl = nn.Sequential(nn.Linear(4, 4), nn.Conv2d(3, 3, 3)).to(memory_format=torch.channels_last)
+    y = model_layout(cl)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous() and torch.equal(y, x)
+    # a 1×1 convolution is both contiguous and channels_last: it says nothing, so the batch stays as it is
+    one = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 3)).to(memory_format=torch.channels_last)
+    assert model_layout(one)(x) is x
+    # the first 4-d parameter decides even when a later one is channels_last
+    mixed = nn.Sequential(nn.Conv2d(3, 3, 3), nn.Conv2d(3, 3, 3))
+    mixed[1].to(memory_format=torch.channels_last)
+    assert model_layout(mixed)(x) is x
+    # a 5-d parameter is not a convolution of this pipeline
+    conv3d = nn.Sequential(nn.Conv3d(3, 3, 3)).to(memory_format=torch.channels_last_3d)
+    assert model_layout(conv3d)(x) is x

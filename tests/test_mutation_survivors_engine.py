@@ -1009,3 +1009,34 @@ def test_evaluate_three_configurations_with_the_middle_one_diverged():
         assert math.isnan(float(v[1])), k
         for c in (0, 2):
             assert float(v[c]) == pytest.approx(float(expected[k][c]), rel=1e-12, abs=1e-15), (k, c)
+
+
+def test_polyrelu_q_is_held_in_the_run_precision():
+    cfg = tiny(backend="weights", d=16, activation="polyrelu", q=2.7)
+    q = GroupRun([cfg]).param("q_value")
+    assert q.dtype == F64 and float(q[0]) == 2.7  # 2.7 is not exact in float32
+
+
+def test_configurations_sharing_test_draws_are_evaluated_alike():
+    """Two configurations differing only in the learning rate share their test draws (one cached draw): at the same
+    weights their test metrics are equal to those of each evaluated alone."""
+    a = tiny(backend="weights", d=16, label_flip=0.3, n_test=200, sigma_0=0.3)
+    b = a.replace(lr=a.lr / 2)
+    run = GroupRun([a, b])
+    state = run.backend.init_state()
+    got = run._test_error(state)
+    alone = GroupRun([a])._test_error(GroupRun([a]).backend.init_state())
+    for k, v in alone.items():
+        assert float(got[k][0]) == float(got[k][1]) == float(v[0]), k
+
+
+def test_minibatch_training_follows_the_batch_stream():
+    """SGD (batch 4 of n = 10): the run's training is the sequence of steps on the sampler's STREAM_BATCH weights."""
+    a = tiny(backend="weights", d=16, n_test=100, steps=4, optimizer="sgd", batch_size=4, lr=0.3, log_points=2)
+    r = GroupRun([a]).run()[0]
+    ref = GroupRun([a])
+    state = ref.backend.init_state()
+    weights = ref.sampler(torch.ones_like(ref.forget), 4, STREAM_BATCH)
+    for t in range(4):
+        state = ref.step(state, ref.labels, weights(t), ref.train_lr, ref.train_rho)
+    assert r.metrics["train_loss"] == pytest.approx(float(_metrics_by_hand(ref, state)["train_loss"][0]), rel=1e-12)

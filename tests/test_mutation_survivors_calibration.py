@@ -348,3 +348,6 @@ def test_calibrate_sgd_constant_drops_a_negative_boundary():
     got = calibration.calibrate_sgd_constant([-3 * unit, unit, 2 * unit], d, n)
     assert got == pytest.approx(8.5)
     assert math.isnan(calibration.calibrate_sgd_constant([-unit, 0.0], d, n))
+    # a positive boundary below 1 counts: d = 1, n = 100 puts the unit boundary at (16/100)^(1/4) ≈ 0.63
+    small = (1 * 2 ** 4 / 100) ** 0.25
+    assert small < 1 and calibration.calibrate_sgd_constant([0.5 * small], 1, 100) == pytest.approx(0.0625)

@@ -885,13 +885,17 @@ def test_results_mark_divergence_including_at_step_0():
     assert not math.isnan(fine.metrics["train_loss"])
 
 
-def test_gradient_is_the_autograd_gradient_of_the_weighted_loss():
+@pytest.mark.parametrize("P, seed", [(2, 2), (3, 3)])
+def test_gradient_is_the_autograd_gradient_of_the_weighted_loss(P, seed):
+    """Against autograd over all P patches; with P = 3 and shared noise the one stored noise vector stands for
+    P − 1 = 2 patches (multiplicity 2, not the default 1)."""
     from _helpers import autograd_grad, full_patches
 
-    cfg = tiny(backend="weights", d=16, label_flip=0.3, sigma_0=0.3)
+    cfg = tiny(backend="weights", d=16, P=P, shared_noise=True, label_flip=0.3, sigma_0=0.3)
     run = GroupRun([cfg])
+    assert run.layout.noise_multiplicity == P - 1
     X = full_patches(cfg, explicit_data(cfg))
-    g = torch.Generator().manual_seed(2)
+    g = torch.Generator().manual_seed(seed)
     W = run.backend.init_state() + 0.2 * torch.randn(run.backend.shape, generator=g, dtype=F64)
     weights = _t([[0.3, 0.0, 0.1, 0.05, 0.2, 0.0, 0.15, 0.1, 0.05, 0.05]])
     got = run.gradient(W, run.labels, weights)
@@ -929,23 +933,6 @@ def test_restart_from_retrain_init_keeps_the_run_precision():
         fresh = run.restart_from_retrain_init()
         assert fresh.dtype == torch.float32, backend
         assert run.backend.init_state().dtype == torch.float32, backend
-
-
-def test_gradient_counts_a_shared_noise_vector_once_per_noise_patch():
-    """P = 3 with shared noise: the one stored noise vector stands for P − 1 = 2 patches, so the gradient is that of
-    the loss over all P patches (multiplicity 2, not the default 1)."""
-    from _helpers import autograd_grad, full_patches
-
-    cfg = tiny(backend="weights", d=16, P=3, shared_noise=True, label_flip=0.3, sigma_0=0.3)
-    run = GroupRun([cfg])
-    assert run.layout.noise_multiplicity == 2.0
-    X = full_patches(cfg, explicit_data(cfg))
-    g = torch.Generator().manual_seed(3)
-    W = run.backend.init_state() + 0.2 * torch.randn(run.backend.shape, generator=g, dtype=F64)
-    weights = _t([[0.3, 0.0, 0.1, 0.05, 0.2, 0.0, 0.15, 0.1, 0.05, 0.05]])
-    got = run.gradient(W, run.labels, weights)
-    ref = autograd_grad(W[0], X, run.labels[0], weights[0], "relu")
-    np.testing.assert_allclose(_np(got[0]), _np(ref), rtol=1e-10, atol=1e-13)
 
 
 def test_simulate_refuses_a_cuda_device_without_a_gpu(monkeypatch):

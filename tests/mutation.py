@@ -108,13 +108,19 @@ def recheck(module: str) -> int:
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(["mutmut", "run", "--max-children", "2", *old["survived"]], cwd=work, env=env, check=False)
-    report = {"module": module, "tests": old["tests"], **count(work),
-              "rechecked_with": sorted(set(old.get("rechecked_with", [])) | set(updated))}
-    report["diffs"] = survivor_diffs(work, report["survived"])
-    (work / "score.json").write_text(json.dumps(report, indent=2))
+    report = write_score(work, module, old["tests"],
+                         rechecked_with=sorted(set(old.get("rechecked_with", [])) | set(updated)))
     print(json.dumps({k: v for k, v in report.items() if k not in ("survived", "diffs")}, indent=2))
     print("survived:", " ".join(report["survived"]) or "none")
     return 0
+
+
+def write_score(work: Path, module: str, tests: list[str], **extra) -> dict:
+    """``score.json`` of the scratch copy from mutmut's current results: counts, survivors and their diffs."""
+    report = {"module": module, "tests": tests, **count(work), **extra}
+    report["diffs"] = survivor_diffs(work, report["survived"])
+    (work / "score.json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def count(work: Path) -> dict:
@@ -281,10 +287,7 @@ def main(argv: list[str]) -> int:
         module, tests = argv[1], argv[2:]
         work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
         check_resumable(work, module, tests)
-        report = {"module": module, "tests": tests, **count(work)}
-        report["diffs"] = survivor_diffs(work, report["survived"])
-        (work / "score.json").write_text(json.dumps(report, indent=2))
-        print(json.dumps(report["counts"]))
+        print(json.dumps(write_score(work, module, tests)["counts"]))
         return 0
     if len(argv) == 2 and argv[0] == "--recheck":
         return recheck(argv[1])
@@ -311,9 +314,7 @@ def main(argv: list[str]) -> int:
         narrow_config(work, module, tests)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(["mutmut", "run", "--max-children", "2"], cwd=work, env=env, check=False)
-    report = {"module": module, "tests": tests, **count(work)}
-    report["diffs"] = survivor_diffs(work, report["survived"])
-    (work / "score.json").write_text(json.dumps(report, indent=2))
+    report = write_score(work, module, tests)
     print(json.dumps({k: v for k, v in report.items() if k != "survived"}, indent=2))
     print("survived:", " ".join(report["survived"]) or "none")
     return 0

@@ -19,6 +19,50 @@ import pytest
 
 from theory import calibration
 
+# ------------------------------------------------------------------------ _crossing / boundary_from_grid
+
+
+def test_crossing_sorts_the_grid_and_counts_a_point_at_the_threshold_as_crossed():
+    xs, ys = np.array([3.0, 1.0, 2.0]), np.array([0.1, 0.4, 0.2])  # given out of order
+    assert calibration._crossing(xs, ys, 0.15) == pytest.approx(2.5)
+    # a grid point exactly at the threshold is the boundary, also when it is the last point
+    assert calibration._crossing(np.array([1.0, 2.0]), np.array([0.4, 0.15]), 0.15) == 2.0
+    # ... and when the curve rises again afterwards: the first crossing counts
+    assert calibration._crossing(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.4, 0.15, 0.3, 0.1]), 0.15) == 2.0
+    assert calibration._crossing(np.array([1.0, 2.0]), np.array([0.15, 0.1]), 0.15) == 1.0
+    # NaN means are skipped, never-crossed is NaN
+    assert calibration._crossing(np.array([1.0, 2.0, 3.0]), np.array([0.4, np.nan, 0.1]), 0.15) == \
+        pytest.approx(1.0 + 0.25 / 0.3 * 2.0)
+    assert math.isnan(calibration._crossing(np.array([1.0, 2.0]), np.array([0.4, 0.3]), 0.15))
+
+
+def test_boundary_from_grid_default_threshold_no_groups_and_empty_table():
+    df = pd.DataFrame({"d": [1, 1, 1], "signal_strength": [1.0, 2.0, 3.0], "test_error": [0.4, 0.2, 0.1]})
+    b = calibration.boundary_from_grid(df)  # threshold 0.15 by default
+    assert b.to_dict("list") == {"d": [1], "boundary": [pytest.approx(2.5)]}
+    whole = calibration.boundary_from_grid(df, by=())  # no grouping: one boundary for the whole table
+    assert list(whole.columns) == ["boundary"] and whole["boundary"].tolist() == [pytest.approx(2.5)]
+    empty = calibration.boundary_from_grid(df.iloc[:0])
+    assert list(empty.columns) == ["d", "boundary"] and empty.empty
+    two = calibration.boundary_from_grid(df.assign(n=5), by=("d", "n"), threshold=0.3)
+    assert two.to_dict("list") == {"d": [1], "n": [5], "boundary": [pytest.approx(1.5)]}
+
+
+# ------------------------------------------------------------------------------------------- fit_power_law
+
+
+def test_fit_power_law_drops_exactly_the_non_finite_non_positive_and_missing_points():
+    xs = [1, 2, 4, 8]  # integers, and y below 1: both kept
+    ys = [0.5 * x**0.3 for x in xs]
+    junk_x = [0, -1, math.inf, math.nan, None, 2, 2, 2, 2, 2]
+    junk_y = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, -1.0, math.inf, math.nan, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no log of a dropped point is ever taken
+        exponent, prefactor = calibration.fit_power_law(xs + junk_x, ys + junk_y)
+    assert exponent == pytest.approx(0.3, rel=1e-12) and prefactor == pytest.approx(0.5, rel=1e-12)
+    assert all(math.isnan(v) for v in calibration.fit_power_law([2, 2, 0], [1.0, 3.0, 1.0]))  # one distinct x
+
+
 # ---------------------------------------------------------------------------------------------- bootstrap_fit
 
 # Seed s has boundary 2 at d = 1 and 2 * 16**e_s at d = 16; its error falls linearly (unclipped) through the

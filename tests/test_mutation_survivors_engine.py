@@ -614,6 +614,32 @@ def test_record_every_readout_against_its_definition():
     assert run.log["kappa"][0] is not run.log["kappa"][1]
 
 
+
+def test_record_readouts_count_a_shared_noise_vector_for_every_noise_patch():
+    """P = 3 with one shared noise vector stored once: the output at the perturbed point counts it twice (the
+    ``loss_slope_perturbed`` read-outs use the same network as the training outputs)."""
+    from simulations.optim import sam_step
+
+    a = tiny(backend="weights", d=16, P=3, shared_noise=True, label_flip=0.3, optimizer="sam", rho=0.4,
+             forget_size=2, sigma_0=0.3)
+    run = GroupRun([a, a.replace(seed=5, rho=0.2)], save_coefficients=True)
+    assert run.layout.noise_multiplicity == 2.0
+    w = torch.full((2, 10), 0.1, dtype=F64)
+    state = run.backend.init_state()
+    for _ in range(3):
+        state = run.step(state, run.labels, w, run.train_lr, run.train_rho, count=False)
+    _, info = sam_step(run.backend, run.act, state, run.labels, w, _t([0.0, 0.0]), run.train_rho, run.mix)
+    run._record(info)
+    expected = _readouts_by_hand(run, info)
+    for k, v in expected.items():
+        np.testing.assert_allclose(_np(run.log[k][0]), v, rtol=1e-12, atol=1e-15, err_msg=k)
+    # counting the stored vector once would give other perturbed slopes
+    once = network_output(run.act, *info.perturbed_preacts, 1.0)
+    slope_once = torch.sigmoid(-run.labels * once)
+    retain = run.retain.to(F64)
+    once_retain = _np((slope_once * retain).sum(dim=1) / retain.sum(dim=1))
+    assert np.abs(once_retain - expected["loss_slope_perturbed_retain"]).min() > 1e-6
+
 def test_record_at_zero_weights_boundaries():
     """All pre-activations exactly 0: margin 0 counts as an error, no noise neuron is active, every slope is 1/2."""
     from simulations.optim import sam_step
@@ -771,6 +797,24 @@ def test_gram_test_error_is_the_backend_test_outputs_of_every_configuration():
                                            run.param("signal_strength"), False, run.layout.noise_multiplicity)
     assert not torch.allclose(unprojected, out)
 
+
+
+def test_gram_test_error_in_chunks_equals_each_configuration_alone():
+    """The gram test outputs are computed in chunks of configurations (about 2e8 bytes each): with n_test = 20000,
+    P = 2, m = 16 a chunk holds 9 configurations, so 10 configurations take two chunks, each row its own."""
+    a = tiny(backend="gram", n_test=20000, m=16, steps=2)
+    assert int(2e8 // (a.n_test * (a.P + 2) * 2 * a.m * 8)) == 9
+    configs = [a.replace(seed=s, signal_strength=1.0 + 0.1 * s) for s in range(10)]
+    run = GroupRun(configs)
+    g = torch.Generator().manual_seed(1)
+    state = run.backend.init_state() + 0.3 * torch.randn(run.backend.shape, generator=g, dtype=F64)
+    got = run._test_error(state)
+    assert all(v.shape == (10,) for v in got.values())
+    for c in (0, 8, 9):  # the first and last of chunk one, the only one of chunk two
+        alone = GroupRun([configs[c]])._test_error(state[c:c + 1])
+        for k, v in alone.items():
+            assert float(got[k][c]) == float(v[0]), (k, c)
+    assert len({float(x) for x in got["test_error"]}) > 5
 
 def test_gram_test_error_polyrelu_uses_each_configurations_activation():
     a = tiny(backend="gram", n_test=200, activation="polyrelu", q=2.5)

@@ -67,14 +67,27 @@ def bench_grid(device: str, quick: bool, executor: str, workers: int) -> dict:
         df = pd.read_csv(folder / "results.csv")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    cells = df.groupby(["signal_strength", "d"])["test_error"].agg(["mean", "std", "count"]).reset_index()
-    cells["se"] = cells["std"] / np.sqrt(cells["count"])
     return {"grid_runs": int(summary["runs"]), "grid_seconds": seconds, "grid_executor": executor,
             "grid_precision": "float32", "grid_seconds_per_run": seconds / max(1, summary["runs"]),
-            "grid_cells": {"signal_strength": cells["signal_strength"].tolist(), "d": cells["d"].tolist(),
-                           "test_error": cells["mean"].round(5).tolist(),
-                           "test_error_se": cells["se"].round(5).tolist()},
-            "grid_mean_run_test_error_se": float(df["test_error_se"].mean())}
+            "grid_cells": grid_cells(df), "grid_mean_run_test_error_se": float(df["test_error_se"].mean())}
+
+
+def grid_cells(df) -> dict:
+    """Per (signal strength, d) cell, sorted: the mean test error over its seeds and the standard error of that
+    mean (sample standard deviation / sqrt(seeds)), both rounded to 5 decimals."""
+    cells = df.groupby(["signal_strength", "d"])["test_error"].agg(["mean", "std", "count"]).reset_index()
+    cells["se"] = cells["std"] / np.sqrt(cells["count"])
+    return {"signal_strength": cells["signal_strength"].tolist(), "d": cells["d"].tolist(),
+            "test_error": cells["mean"].round(5).tolist(), "test_error_se": cells["se"].round(5).tolist()}
+
+
+def weights_flops(configs: int, steps: int, n: int, d: int, m: int) -> float:
+    """FLOPs of the weights backend's two matmuls per step (forward pre-activations and the gradient), each
+    2 (2m) (2n) d for the 2m filters against the 2n stored patches (signal + one shared noise patch per sample),
+    counted over ``steps + 2`` passes (the steps, the final read-out step and the evaluation; an upper count, as
+    the evaluation only runs the forward matmul), for ``configs`` configurations."""
+    patches = 2 * n
+    return float(configs * (steps + 2) * 2 * (2 * (2 * m) * patches * d))
 
 
 def bench_weights(device: str, quick: bool) -> dict:
@@ -90,8 +103,7 @@ def bench_weights(device: str, quick: bool) -> dict:
     simulate(configs, device=device)
     _sync(device)
     seconds = time.perf_counter() - start
-    patches = n * 2  # shared noise: signal + one stored noise patch per sample
-    flops = len(configs) * (steps + 2) * 2 * (2 * (2 * m) * patches * d)  # forward + gradient matmuls
+    flops = weights_flops(len(configs), steps, n, d, m)
     return {"weights_configs": len(configs), "weights_shape": {"n": n, "d": d, "m": m, "steps": steps},
             "weights_seconds": seconds, "weights_flops_per_s": flops / seconds, "matmul_peak_flops_per_s": rate,
             "weights_fraction_of_matmul_peak": flops / seconds / rate}

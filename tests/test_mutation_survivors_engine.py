@@ -968,7 +968,7 @@ def test_evaluate_marks_overflowing_training_outputs_even_when_the_test_outputs_
     assert all(math.isnan(float(v[0])) for v in got.values())
 
 
-# ============================================================================ survivors of the partial run of 2026-12-02
+# ======================================================================== survivors of the partial run of 2026-12-02
 def test_restart_from_retrain_init_keeps_the_run_precision():
     """The retraining restart builds its state in the run's dtype (float32 runs stay float32) on both backends."""
     for backend in ("weights", "gram"):

@@ -6,6 +6,7 @@
     python tests/mutation.py --score theory/calibration.py tests/...   # counts of an interrupted run so far
     python tests/mutation.py --survivors simulations/optim.py   # each survivor's diff and verdict
     python tests/mutation.py --recheck simulations/optim.py     # survivors again, with tests added since the run
+    python tests/mutation.py --verify simulations/optim.py [N]  # re-run N (40) sampled kills: do they reproduce?
     python tests/mutation.py --equivalent simulations/optim.py NAME... --why "reason"   # record a verdict
     python tests/mutation.py --gpu-only MODULE NAME... --why "reason"   # explained, still counted as surviving
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
@@ -108,10 +109,47 @@ def recheck(module: str) -> int:
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(["mutmut", "run", "--max-children", "2", *old["survived"]], cwd=work, env=env, check=False)
-    report = write_score(work, module, old["tests"],
+    report = write_score(work, module, old["tests"], **{k: old[k] for k in ("verified",) if k in old},
                          rechecked_with=sorted(set(old.get("rechecked_with", [])) | set(updated)))
     print(json.dumps({k: v for k, v in report.items() if k not in ("survived", "diffs")}, indent=2))
     print("survived:", " ".join(report["survived"]) or "none")
+    return 0
+
+
+def verify(module: str, sample: int = 40, seed: int = 0) -> int:
+    """Run a seeded random sample of the kills of the module's last run again, each in its own mutmut run.
+
+    A kill is only worth counting if it reproduces (a test that fails for another reason — a flaky test, a
+    worker that died — also reads as a kill). Kills that do not reproduce become survivors in the counts (mutmut
+    keeps the latest verdict), so the score can only go down; ``score.json`` records the sample and the outcome,
+    and ``--report`` shows it in the row."""
+    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+    if not (work / "score.json").is_file():
+        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+        return 2
+    old = json.loads((work / "score.json").read_text())
+    if not unchanged_since_run(work, old):
+        print(f"error: {module} or its tests changed since its run: its kills are not those of the current code; "
+              "run it again (or --recheck after adding tests) first", file=sys.stderr)
+        return 2
+    import random
+
+    killed = sorted(mutant_statuses(work).get("killed", []))
+    picked = sorted(random.Random(seed).sample(killed, min(sample, len(killed))))
+    if not picked:
+        print("no kills to verify")
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(["mutmut", "run", "--max-children", "2", *picked], cwd=work, env=env, check=False)
+    now = {n for n in mutant_statuses(work).get("killed", [])}
+    lost = [n for n in picked if n not in now]
+    extra = {k: old[k] for k in ("rechecked_with",) if k in old}
+    report = write_score(work, module, old["tests"], **extra,
+                         verified={"sampled": len(picked), "seed": seed, "reproduced": len(picked) - len(lost),
+                                   "not_reproduced": lost})
+    print(f"{len(picked) - len(lost)} of {len(picked)} sampled kills reproduced"
+          + (": not reproduced (now counted as survivors): " + " ".join(lost) if lost else ""))
+    print(json.dumps(report["counts"]))
     return 0
 
 
@@ -123,13 +161,19 @@ def write_score(work: Path, module: str, tests: list[str], **extra) -> dict:
     return report
 
 
-def count(work: Path) -> dict:
+def mutant_statuses(work: Path) -> dict[str, list[str]]:
+    """mutmut's current status of every mutant of the scratch copy: status → mutant names."""
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     statuses: dict[str, list[str]] = {}
     for line in out.splitlines():
         match = re.match(r"\s*(\S+):\s*(\S.*)$", line)
         if match:
             statuses.setdefault(match.group(2).strip(), []).append(match.group(1))
+    return statuses
+
+
+def count(work: Path) -> dict:
+    statuses = mutant_statuses(work)
     killed, survived = len(statuses.get("killed", [])), len(statuses.get("survived", []))
     return {"counts": {k: len(v) for k, v in statuses.items()},
             "score": killed / (killed + survived) if killed + survived else float("nan"),
@@ -196,9 +240,11 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
         current = "yes" if unchanged_since_run(work, r) else "**no: re-run**"
         if current == "yes" and r.get("rechecked_with"):
             current = "yes (survivors re-checked with later " + ", ".join(r["rechecked_with"]) + ")"
+        v = r.get("verified")
+        verified = f"{v['reproduced']}/{v['sampled']}" if v else "—"
         rows.append(f"| `{r['module']}` | {killed} | {survived} | {len(equivalent)} | {c.get('timeout', 0)} | "
                     f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | {sum(c.values())} | {r['score']:.1%} | "
-                    f"**{non_eq:.1%}** | {current} | {' '.join(r['tests'])} |")
+                    f"**{non_eq:.1%}** | {verified} | {current} | {' '.join(r['tests'])} |")
         verdicts = registry.get(r["module"], {})
         items = [f"- `{n}` — equivalent: {verdicts[n]['why']}" for n in equivalent]
         items += [f"- `{n}` — **open, {verdicts[n]['kind']}**: {verdicts[n]['why']}" if n in verdicts
@@ -220,10 +266,12 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
               "is the one it was written about. Timeouts, mutants without a covering test and mutants not yet run "
               "are counted apart. \"Code unchanged\" says whether the module and its tests are still the bytes the "
               "run used; `--recheck` re-runs a run's survivors against tests added since (the run's kills stand), "
-              "and the row names the files it used.\n\n")
+              "and the row names the files it used. \"Kills re-verified\" is `--verify`'s outcome: of a seeded "
+              "random sample of the run's kills, how many were killed again when re-run (a kill that does not "
+              "reproduce is counted as a survivor from then on).\n\n")
     table = ("| module | killed | survived | equivalent | timeout | no tests | not run | mutants | raw score | "
-             "score over non-equivalent | code unchanged | tests |\n"
-             "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+             "score over non-equivalent | kills re-verified | code unchanged | tests |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     survivors = ("\nEvery survivor of the runs above, with its verdict (`python tests/mutation.py --survivors "
                  "MODULE` prints their diffs):\n\n" + "\n\n".join(lists) + "\n") if lists else ""
     notes = ""  # the hand-written reading of the survivors, kept across rewrites
@@ -291,6 +339,11 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 2 and argv[0] == "--recheck":
         return recheck(argv[1])
+    if len(argv) in (2, 3) and argv[0] == "--verify":
+        if len(argv) == 3 and not argv[2].isdigit():
+            print(f"error: the sample size must be a whole number, not {argv[2]!r}", file=sys.stderr)
+            return 2
+        return verify(argv[1], int(argv[2]) if len(argv) == 3 else 40)
     if len(argv) == 2 and argv[0] == "--survivors":
         return show_survivors(argv[1])
     if len(argv) >= 4 and argv[0] in ("--equivalent", "--gpu-only") and "--why" in argv:

@@ -91,7 +91,7 @@ def test_report_row_counts_equivalents_out_of_the_score_and_flags_changed_code(w
     cells = [c.strip() for c in row.strip("|").split("|")]
     # killed 6, survived 2 of which 1 equivalent, not run 1, 9 mutants; raw 6/8, non-equivalent 6/7
     assert cells[1:10] == ["6", "2", "1", "0", "0", "1", "9", "75.0%", "**85.7%**"]
-    assert cells[10] == "yes"
+    assert cells[10] == "—" and cells[11] == "yes"  # no --verify yet
     assert "`m.x_f__mutmut_3` — equivalent: never reached" in text
     assert "`m.x_f__mutmut_5` — **open**" in text
     assert text.endswith("## Notes kept\n\ntext\n") and "old table" not in text
@@ -135,3 +135,48 @@ def test_a_gpu_only_verdict_explains_a_survivor_without_excusing_it():
     registry = {"pkg/m.py": {"m.x_f__mutmut_3": {"mutated": "return x >= 0", "why": "cuda", "kind": "GPU-only"}}}
     r = report(["m.x_f__mutmut_3"], {"m.x_f__mutmut_3": DIFF})
     assert mutation.classify(r, registry) == ([], ["m.x_f__mutmut_3"], [])
+
+
+def test_verify_reruns_a_seeded_sample_of_kills_and_counts_the_ones_that_do_not_reproduce(workspace, monkeypatch,
+                                                                                          capsys):
+    work = workspace / "mutants-work" / "pkg_m"
+    killed = [f"m.x_f__mutmut_{i}" for i in (1, 2, 4, 6, 7, 8)]
+    before = {"killed": killed, "survived": ["m.x_f__mutmut_3", "m.x_f__mutmut_5"], "not checked": ["m.x_f__mutmut_9"]}
+    states = [before]
+    runs = []
+
+    def fake_run(cmd, **kw):
+        runs.append(cmd)
+        picked = cmd[4:]
+        # the second picked kill does not reproduce: mutmut now records it as survived
+        after = {"killed": [n for n in killed if n != picked[1]],
+                 "survived": before["survived"] + [picked[1]], "not checked": before["not checked"]}
+        states.append(after)
+
+    monkeypatch.setattr(mutation, "mutant_statuses", lambda w: states[-1])
+    monkeypatch.setattr(mutation.subprocess, "run", fake_run)
+    monkeypatch.setattr(mutation, "survivor_diffs", lambda w, names: {n: DIFF for n in names})
+    assert mutation.verify("pkg/m.py", sample=3, seed=7) == 0
+    [cmd] = runs
+    import random
+
+    expected = sorted(random.Random(7).sample(sorted(killed), 3))
+    assert cmd[:4] == ["mutmut", "run", "--max-children", "2"] and cmd[4:] == expected
+    r = json.loads((work / "score.json").read_text())
+    assert r["verified"] == {"sampled": 3, "seed": 7, "reproduced": 2, "not_reproduced": [expected[1]]}
+    assert r["counts"] == {"killed": 5, "survived": 3, "not checked": 1} and r["score"] == 5 / 8
+    assert expected[1] in r["survived"]
+    assert "2 of 3 sampled kills reproduced" in capsys.readouterr().out
+    dest = workspace / "testing.md"
+    row = next(line for line in mutation.write_report(dest).read_text().splitlines()
+               if line.startswith("| `pkg/m.py`"))
+    assert [c.strip() for c in row.strip("|").split("|")][10] == "2/3"
+    # a sample larger than the kills takes them all; a changed module is refused before anything runs
+    runs.clear()
+    states[:] = [before]
+    assert mutation.verify("pkg/m.py", sample=100) == 0 and runs[0][4:] == sorted(killed)
+    runs.clear()
+    (workspace / "pkg" / "m.py").write_text("def f(x):\n    return x > 1\n")
+    assert mutation.verify("pkg/m.py") == 2 and runs == []
+    assert "changed since its run" in capsys.readouterr().err
+    assert mutation.main(["--verify", "pkg/m.py", "ten"]) == 2 and runs == []

@@ -116,3 +116,29 @@ def assert_results_close(a, b, rtol=0.0, atol=1e-6, drop_test=False, what=""):
     for k in a.coefficients:
         np.testing.assert_allclose(a.coefficients[k], b.coefficients[k], rtol=rtol, atol=atol,
                                    err_msg=f"{what} coefficients {k}")
+
+
+def assert_same_with_meta_default(configs) -> None:
+    """A CPU stand-in for a CUDA run: with torch's default device set to ``meta``, a tensor made without
+    ``device=`` lands on ``meta``, where mixing it with the run's CPU tensors raises and reading it back gives no
+    numbers. The run must then match the ordinary run exactly (every metric, trajectory and coefficient), which
+    holds only if every tensor is made on the run's device."""
+    import math
+
+    from simulations import simulate
+
+    expected = simulate(configs, device="cpu", save_coefficients=True)
+    torch.set_default_device("meta")
+    try:
+        got = simulate(configs, device="cpu", save_coefficients=True)
+    finally:
+        torch.set_default_device(None)
+    assert torch.empty(1).device.type == "cpu"
+    for e, g in zip(expected, got):
+        assert g.metrics.keys() == e.metrics.keys()
+        for k, v in e.metrics.items():
+            if k != "wall_s":
+                assert g.metrics[k] == v or (math.isnan(v) and math.isnan(g.metrics[k])), k
+        assert g.trajectory.keys() == e.trajectory.keys() and g.coefficients.keys() == e.coefficients.keys()
+        for k, v in [*e.trajectory.items(), *e.coefficients.items()]:
+            np.testing.assert_array_equal({**g.trajectory, **g.coefficients}[k], v, err_msg=k)

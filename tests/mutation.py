@@ -9,6 +9,7 @@
     python tests/mutation.py --verify simulations/optim.py [N]  # re-run N (40) sampled kills: do they reproduce?
     python tests/mutation.py --equivalent simulations/optim.py NAME... --why "reason"   # record a verdict
     python tests/mutation.py --gpu-only MODULE NAME... --why "reason"   # explained, still counted as surviving
+    python tests/mutation.py --prune simulations/optim.py   # drop verdicts that match no survivor any more
     python tests/mutation.py --report    # docs/testing.md from every module's score.json
 
 ``MUTATION_TIMEOUT_MULTIPLIER`` (default 15, mutmut's own) scales each mutant's wall-clock limit: raise it on a busy
@@ -102,7 +103,12 @@ def recheck(module: str) -> int:
         print(f"error: {module} changed since its run: run it again in full", file=sys.stderr)
         return 2
     updated = [t for t in old["tests"] if (ROOT / t).read_bytes() != (work / t).read_bytes()]
-    for t in updated:
+    # the helpers the tests import (tests/_helpers.py, conftest.py, ...) go along, or a new test would fail on import
+    support = [f"tests/{p.name}" for p in sorted((ROOT / "tests").glob("*.py"))
+               if f"tests/{p.name}" not in old["tests"] and not p.name.startswith("test_")
+               and not ((work / "tests" / p.name).is_file()
+                        and p.read_bytes() == (work / "tests" / p.name).read_bytes())]
+    for t in updated + support:
         shutil.copy2(ROOT / t, work / t)
     if not old["survived"]:
         print("no survivors to re-check")
@@ -110,7 +116,7 @@ def recheck(module: str) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(["mutmut", "run", "--max-children", "2", *old["survived"]], cwd=work, env=env, check=False)
     report = write_score(work, module, old["tests"], **{k: old[k] for k in ("verified",) if k in old},
-                         rechecked_with=sorted(set(old.get("rechecked_with", [])) | set(updated)))
+                         rechecked_with=sorted(set(old.get("rechecked_with", [])) | set(updated) | set(support)))
     print(json.dumps({k: v for k, v in report.items() if k not in ("survived", "diffs")}, indent=2))
     print("survived:", " ".join(report["survived"]) or "none")
     return 0
@@ -281,6 +287,29 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
     return dest
 
 
+def prune(module: str) -> int:
+    """Drop the module's verdicts that match no survivor of its last run (killed since, or renumbered)."""
+    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+    if not (work / "score.json").is_file():
+        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+        return 2
+    r = json.loads((work / "score.json").read_text())
+    if "diffs" not in r:
+        r["diffs"] = survivor_diffs(work, r["survived"])
+    registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
+    _, _, stale = classify(r, registry)
+    if not stale:
+        print(f"no stale verdicts for {module}")
+        return 0
+    kept = {n: v for n, v in registry[module].items() if n not in stale}
+    registry = {m: v for m, v in registry.items() if m != module} | ({module: kept} if kept else {})
+    tmp = EQUIVALENT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(registry.items())), indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(EQUIVALENT)
+    print(f"dropped {len(stale)} stale verdict(s) of {module}: " + " ".join(stale))
+    return 0
+
+
 def record_equivalent(module: str, names: list[str], why: str, kind: str = "equivalent") -> int:
     """Record survivors of the module's last run as equivalent, with the reason and the lines they put in."""
     work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
@@ -344,6 +373,8 @@ def main(argv: list[str]) -> int:
             print(f"error: the sample size must be a whole number, not {argv[2]!r}", file=sys.stderr)
             return 2
         return verify(argv[1], int(argv[2]) if len(argv) == 3 else 40)
+    if len(argv) == 2 and argv[0] == "--prune":
+        return prune(argv[1])
     if len(argv) == 2 and argv[0] == "--survivors":
         return show_survivors(argv[1])
     if len(argv) >= 4 and argv[0] in ("--equivalent", "--gpu-only") and "--why" in argv:

@@ -356,3 +356,12 @@ def test_float32_precision_builds_float32_tensors(backend, bias):
     tensors = [t for t in vars(run.backend).values() if isinstance(t, torch.Tensor)]
     assert tensors and all(t.dtype == torch.float32 for t in tensors)
     assert run.backend.init_state().dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", ["weights", "gram"])
+def test_both_backends_make_every_tensor_on_the_runs_device(backend):
+    """Build, steps and test outputs (polyrelu: one q per configuration) with torch's default device on ``meta``."""
+    from _helpers import assert_same_with_meta_default
+
+    cfg = tiny(backend=backend, d=16, activation="polyrelu", q=2.5, label_flip=0.2, optimizer="sam", rho=0.3)
+    assert_same_with_meta_default([cfg, cfg.replace(seed=2, q=3.0, sigma_p=1.2)])

@@ -1071,3 +1071,27 @@ def test_minibatch_training_follows_the_batch_stream():
     for t in range(4):
         state = ref.step(state, ref.labels, weights(t), ref.train_lr, ref.train_rho)
     assert r.metrics["train_loss"] == pytest.approx(float(_metrics_by_hand(ref, state)["train_loss"][0]), rel=1e-12)
+
+
+# ============================================================ every tensor on the run's device (a CPU stand-in)
+DEVICE_CASES = {
+    "weights-sgd-sam-neggrad-polyrelu-bias": dict(backend="weights", d=16, optimizer="sam", rho=0.3, batch_size=4,
+                                                  unlearn_method="neggrad", unlearn_optimizer="sam",
+                                                  regime="pretrain_then_unlearn", activation="polyrelu", q=2.5,
+                                                  filter_bias=True, label_flip=0.2),
+    "gram-float32-retrain": dict(backend="gram", optimizer="sam", rho=0.3, unlearn_method="retrain",
+                                 precision="float32", label_flip=0.2),
+    "gram-sharp-minmax-polyrelu-sgd": dict(backend="gram", unlearn_method="sharp_minmax", activation="polyrelu",
+                                           q=2.5, batch_size=4, regime="pretrain_then_unlearn", label_flip=0.2),
+    "weights-float32-rl-shared-P3": dict(backend="weights", d=16, P=3, shared_noise=True, unlearn_method="rl",
+                                         precision="float32", regime="pretrain_then_unlearn", sam_steps=5,
+                                         optimizer="sam", rho=0.2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEVICE_CASES))
+def test_every_tensor_is_made_on_the_runs_device(case):
+    from _helpers import assert_same_with_meta_default
+
+    cfg = tiny(**DEVICE_CASES[case])
+    assert_same_with_meta_default([cfg, cfg.replace(seed=3, signal_strength=0.9)])

@@ -180,3 +180,39 @@ def test_verify_reruns_a_seeded_sample_of_kills_and_counts_the_ones_that_do_not_
     assert mutation.verify("pkg/m.py") == 2 and runs == []
     assert "changed since its run" in capsys.readouterr().err
     assert mutation.main(["--verify", "pkg/m.py", "ten"]) == 2 and runs == []
+
+
+def test_recheck_copies_the_updated_tests_and_their_helpers_and_reruns_only_the_survivors(workspace, monkeypatch):
+    work = workspace / "mutants-work" / "pkg_m"
+    (workspace / "tests" / "test_m.py").write_text("from _helpers import h\n# a new test\n")
+    (workspace / "tests" / "_helpers.py").write_text("def h(): ...\n")
+    (workspace / "tests" / "test_other.py").write_text("# not in the selection\n")
+    runs = []
+    monkeypatch.setattr(mutation.subprocess, "run", lambda cmd, **kw: runs.append(cmd))
+    monkeypatch.setattr(mutation, "mutant_statuses", lambda w: {"killed": ["a"], "survived": ["m.x_f__mutmut_5"]})
+    monkeypatch.setattr(mutation, "survivor_diffs", lambda w, names: {n: DIFF for n in names})
+    assert mutation.recheck("pkg/m.py") == 0
+    assert runs == [["mutmut", "run", "--max-children", "2", "m.x_f__mutmut_3", "m.x_f__mutmut_5"]]
+    assert (work / "tests" / "test_m.py").read_text() == "from _helpers import h\n# a new test\n"
+    assert (work / "tests" / "_helpers.py").read_text() == "def h(): ...\n"
+    assert not (work / "tests" / "test_other.py").exists()  # other test files are not part of this run
+    r = json.loads((work / "score.json").read_text())
+    assert r["rechecked_with"] == ["tests/_helpers.py", "tests/test_m.py"]
+    assert r["counts"] == {"killed": 1, "survived": 1} and r["survived"] == ["m.x_f__mutmut_5"]
+
+
+def test_prune_drops_only_the_verdicts_that_match_no_survivor(workspace, capsys):
+    registry = workspace / "tests" / "mutation_equivalent.json"
+    other = {"n.x_g__mutmut_1": {"mutated": "y", "why": "another module"}}
+    registry.write_text(json.dumps({
+        "pkg/m.py": {"m.x_f__mutmut_3": {"mutated": "return x >= 0", "why": "kept: still this survivor"},
+                     "m.x_f__mutmut_5": {"mutated": "return x >= 0", "why": "renumbered: _5 now puts x > -1"},
+                     "m.x_f__mutmut_7": {"mutated": "a", "why": "killed since", "kind": "GPU-only"}},
+        "pkg/n.py": other}))
+    assert mutation.prune("pkg/m.py") == 0
+    assert "dropped 2 stale verdict(s) of pkg/m.py: m.x_f__mutmut_5 m.x_f__mutmut_7" in capsys.readouterr().out
+    assert json.loads(registry.read_text()) == {
+        "pkg/m.py": {"m.x_f__mutmut_3": {"mutated": "return x >= 0", "why": "kept: still this survivor"}},
+        "pkg/n.py": other}
+    assert mutation.prune("pkg/m.py") == 0 and "no stale verdicts" in capsys.readouterr().out
+    assert mutation.prune("pkg/none.py") == 2

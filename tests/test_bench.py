@@ -47,12 +47,35 @@ def test_grid_cells_mean_and_standard_error_per_cell_sorted():
     assert odd["test_error"] == [0.16667] and odd["test_error_se"] == [0.03333]
 
 
+class _Matrix:
+    """Stands in for a square matrix: counts the products taken with it."""
+
+    products = 0
+
+    def __matmul__(self, other):
+        _Matrix.products += 1
+        return self
+
+
 def test_matmul_rate_is_the_best_trial_of_reps_square_matmuls(monkeypatch):
+    made, syncs = [], []
+    monkeypatch.setattr(bench.torch, "randn", lambda *a, **kw: made.append((a, kw)) or _Matrix())
+    monkeypatch.setattr(bench, "_sync", lambda device: syncs.append(device))
+    _Matrix.products = 0
     ticks = iter([0.0, 0.5, 10.0, 10.25, 20.0, 21.0])  # trials of 0.5, 0.25 and 1 s
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
-    assert bench.matmul_rate(torch.float64, "cpu", size=4, reps=2, trials=3) == 2 * 4**3 * 2 / 0.25
-    params = inspect.signature(bench.matmul_rate).parameters
-    assert (params["size"].default, params["reps"].default, params["trials"].default) == (2048, 10, 3)
+    assert bench.matmul_rate(torch.float64, "cuda:1", size=4, reps=2, trials=3) == 2 * 4**3 * 2 / 0.25
+    assert made == [((4, 4), {"dtype": torch.float64, "device": "cuda:1"})] * 2
+    assert _Matrix.products == 1 + 3 * 2  # one warm-up product, then trials x reps
+    assert syncs == ["cuda:1"] * 6  # before and after each trial
+    # the defaults: 2048 x 2048, 10 products per trial, 3 trials; a rate below 1 FLOP/s is still the best one
+    made.clear()
+    syncs.clear()
+    _Matrix.products = 0
+    ticks = iter([0.0, 4e12, 0.0, 2e12, 0.0, 8e12])
+    assert bench.matmul_rate(torch.float32, "cpu") == 2 * 2048**3 * 10 / 2e12
+    assert made == [((2048, 2048), {"dtype": torch.float32, "device": "cpu"})] * 2
+    assert _Matrix.products == 1 + 3 * 10 and syncs == ["cpu"] * 6
 
 
 def test_sync_waits_for_cuda_only(monkeypatch):
@@ -125,6 +148,35 @@ def test_bench_grid_removes_its_folder_when_the_sweep_fails(monkeypatch):
         bench.bench_grid("cpu", True, "inprocess", 1)
     assert not seen[0].exists()
 
+    def gone(base, grid, folder, **kw):  # the folder is already gone: the cleanup does not mask the sweep's error
+        Path(folder).rmdir()
+        raise RuntimeError("boom too")
+
+    monkeypatch.setattr(bench, "run_sweep", gone)
+    with pytest.raises(RuntimeError, match="boom too"):
+        bench.bench_grid("cpu", True, "inprocess", 1)
+
+
+def test_bench_timings_are_end_minus_start(monkeypatch):
+    _tiny_paper(monkeypatch)
+
+    def sweep(base, grid, folder, **kw):
+        pd.DataFrame({"signal_strength": [1.0], "d": [20], "test_error": [0.2], "test_error_se": [0.01]}).to_csv(
+            Path(folder) / "results.csv", index=False)
+        return {"runs": 4}
+
+    monkeypatch.setattr(bench, "run_sweep", sweep)
+    monkeypatch.setattr(bench, "simulate", lambda configs, device: [_Result(0.5)])
+    monkeypatch.setattr(bench, "matmul_rate", lambda dtype, device: 1e9)
+    ticks = iter([100.0, 103.5, 200.0, 202.0, 300.0, 301.25])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    grid = bench.bench_grid("cpu", True, "inprocess", 1)
+    assert grid["grid_seconds"] == 3.5 and grid["grid_seconds_per_run"] == 3.5 / 4
+    weights = bench.bench_weights("cpu", True)
+    assert weights["weights_seconds"] == 2.0
+    assert weights["weights_flops_per_s"] == bench.weights_flops(16, 10, 100, 4000, 50) / 2.0
+    assert bench.bench_large("cpu", True)["large_run_seconds"] == 1.25
+
 
 def test_bench_grid_per_run_time_of_an_empty_sweep_is_not_a_division_by_zero(monkeypatch):
     _tiny_paper(monkeypatch)
@@ -186,8 +238,8 @@ def test_bench_large_runs_one_sam_configuration(monkeypatch, quick, steps):
 
 # ------------------------------------------------------------------------------------------------- main
 FAKE = {"grid": {"grid_runs": 30, "grid_seconds": 12.345, "x_grid": 1},
-        "weights": {"weights_fraction_of_matmul_peak": 0.1234, "weights_flops_per_s": 2.5e9,
-                    "matmul_peak_flops_per_s": 2.0e10},
+        "weights": {"weights_fraction_of_matmul_peak": 0.1234, "weights_flops_per_s": 2.35e9,
+                    "matmul_peak_flops_per_s": 2.005e10},
         "large": {"large_run_seconds": 3.21, "large_run_steps": 100}}
 
 
@@ -202,7 +254,7 @@ def test_main_prints_the_table_and_writes_the_record(monkeypatch, capsys, tmp_pa
 
     calls = []
     _fake_benches(monkeypatch, calls)
-    out = tmp_path / "deeper" / "bench.json"
+    out = tmp_path / "two" / "levels" / "bench.json"
     assert bench.main(["--out", str(out), "--quick", "--executor", "inprocess", "--workers", "5"]) == 0
     assert calls == [("grid", ("cpu", True, "inprocess", 5)), ("weights", ("cpu", True)), ("large", ("cpu", True))]
     lines = capsys.readouterr().out.splitlines()
@@ -211,7 +263,7 @@ def test_main_prints_the_table_and_writes_the_record(monkeypatch, capsys, tmp_pa
         f"device: {device}",
         f"{'benchmark':34s} {'measured':>12s} {'target':>10s}",
         f"{'grid_seconds (30 runs)':34s} {'12.3':>12s} {'<= 60':>10s}",
-        f"{'weights_fraction_of_matmul_peak':34s} {'0.123':>12s} {'>= 0.25':>10s}   (2.5 of 20.0 GFLOP/s)",
+        f"{'weights_fraction_of_matmul_peak':34s} {'0.123':>12s} {'>= 0.25':>10s}   (2.4 of 20.1 GFLOP/s)",
         f"{'large_run_seconds (100 steps)':34s} {'3.2':>12s} {'<= 10':>10s}",
         f"wrote {out}",
     ]
@@ -223,6 +275,20 @@ def test_main_prints_the_table_and_writes_the_record(monkeypatch, capsys, tmp_pa
             assert record[k] == v, k
     assert record["targets"] == {"grid_seconds": 60.0, "weights_fraction_of_matmul_peak": 0.25,
                                  "large_run_seconds": 10.0}
+
+
+def test_main_records_the_provenance_of_the_chosen_device_and_writes_into_an_existing_folder(monkeypatch, capsys,
+                                                                                             tmp_path):
+    calls = []
+    _fake_benches(monkeypatch, calls)
+    monkeypatch.setattr(bench, "provenance", lambda device: {"device": f"the {device} device", "seed": None})
+    out = tmp_path / "bench.json"  # its folder exists already
+    assert bench.main(["--device", "cuda:3", "--out", str(out), "--executor", "pool"]) == 0
+    assert calls[0] == ("grid", ("cuda:3", False, "pool", 2))
+    record = json.loads(out.read_text())
+    assert record["device"] == "the cuda:3 device"
+    assert record["provenance"] == {"device": "the cuda:3 device", "seed": None}
+    assert capsys.readouterr().out.startswith("device: the cuda:3 device\n")
 
 
 def test_main_defaults_and_no_file_without_out(monkeypatch, capsys, tmp_path):
@@ -248,3 +314,7 @@ def test_help_is_the_module_docstring_with_its_line_breaks(capsys):
     assert printed.startswith("usage: python -m simulations.bench")
     for line in bench.__doc__.strip().splitlines():
         assert line in printed.splitlines(), line
+    flat = " ".join(printed.split())
+    assert "--out OUT write the JSON here" in flat
+    assert "--quick a small fraction of each benchmark (smoke check)" in flat
+    assert "--executor {inprocess,pool}" in flat

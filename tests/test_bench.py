@@ -202,9 +202,11 @@ def test_bench_weights_configurations_flops_and_fraction(monkeypatch, quick, ste
     calls = []
     monkeypatch.setattr(bench, "simulate", lambda configs, device: calls.append((list(configs), device)))
     monkeypatch.setattr(bench, "matmul_rate", lambda dtype, device: calls.append((dtype, device)) or 4e9)
-    out = bench.bench_weights("cpu", quick)
-    (warm, dev0), (dtype, dev1), (configs, dev2) = calls
-    assert dev0 == dev1 == dev2 == "cpu" and dtype == torch.float32
+    monkeypatch.setattr(bench, "_sync", lambda device: calls.append(("sync", device)))
+    out = bench.bench_weights("cuda:2", quick)
+    (warm, dev0), (dtype, dev1), sync0, (configs, dev2), sync1 = calls  # the timed run between two syncs
+    assert dev0 == dev1 == dev2 == "cuda:2" and dtype == torch.float32
+    assert sync0 == sync1 == ("sync", "cuda:2")
     assert warm == configs[:1] and len(configs) == 16
     assert [(c.signal_strength, c.seed) for c in configs] == [(1.0 + 0.25 * k, s) for k in range(4)
                                                                for s in range(4)]

@@ -128,9 +128,11 @@ def test_sharp_minmax_masks_split_the_parameters(granularity):
         assert float(moved[mask != still].max()) > 1e-6, alpha
 
 
-def test_random_label_targets_are_made_on_the_runs_device():
+@pytest.mark.parametrize("target", ["uniform", "flip"])
+def test_random_label_targets_are_made_on_the_runs_device(target):
     """The RL relabelling with torch's default device on ``meta`` (a CPU stand-in for a CUDA run)."""
     from _helpers import assert_same_with_meta_default
 
-    cfg = tiny(backend="gram", unlearn_method="rl", regime="pretrain_then_unlearn", forget_size=4, label_flip=0.2)
+    cfg = tiny(backend="gram", unlearn_method="rl", forget_target=target, regime="pretrain_then_unlearn",
+               forget_size=4, label_flip=0.2)
     assert_same_with_meta_default([cfg, cfg.replace(seed=6)])

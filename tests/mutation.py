@@ -105,7 +105,7 @@ def recheck(module: str) -> int:
     updated = [t for t in old["tests"] if (ROOT / t).read_bytes() != (work / t).read_bytes()]
     # the helpers the tests import (tests/_helpers.py, conftest.py, ...) go along, or a new test would fail on import
     support = [f"tests/{p.name}" for p in sorted((ROOT / "tests").glob("*.py"))
-               if f"tests/{p.name}" not in old["tests"] and not p.name.startswith("test_")
+               if f"tests/{p.name}" not in old["tests"] and not p.name.startswith(("test_", "mutation"))
                and not ((work / "tests" / p.name).is_file()
                         and p.read_bytes() == (work / "tests" / p.name).read_bytes())]
     for t in updated + support:

@@ -100,7 +100,7 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], out: Path, *, ex
     check_device(device)
     if max_memory_gb is not None and not (math.isfinite(max_memory_gb) and max_memory_gb > 0):
         raise ConfigError(f"--max-memory-gb {max_memory_gb}: must be a positive number of GiB")
-    if not isinstance(chunk_runs, int) or chunk_runs < 1:
+    if isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
         raise ConfigError(f"--chunk-runs {chunk_runs}: must be a positive integer")
     budget = (max_memory_gb * 2**30) if max_memory_gb else 0.5 * available_memory()
     first = expand_grid(base, {k: v[:1] for k, v in grid.items()})[0]

@@ -176,7 +176,7 @@ def test_run_sweep_refuses_bad_arguments_before_writing(tmp_path):
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=_exact(f"--max-memory-gb {bad}: must be a positive number of GiB")):
             run_sweep(BASE, {"seed": [0]}, out, max_memory_gb=bad)
-    for bad in (0, -3, 2.0, "2", None):
+    for bad in (0, -3, 2.0, "2", None, True, False):  # a bool is an int to Python, not a count
         with pytest.raises(ConfigError, match=_exact(f"--chunk-runs {bad}: must be a positive integer")):
             run_sweep(BASE, {"seed": [0]}, out, chunk_runs=bad)
     if not torch.cuda.is_available():

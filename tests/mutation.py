@@ -37,8 +37,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def work_dir(module: str) -> Path:
+    """The module's scratch copy: ``mutants-work/<module with / as _, without .py>``."""
+    return ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+
+
+def finished_run(module: str) -> tuple[Path, dict] | None:
+    """The scratch copy and ``score.json`` of the module's last finished run; None (with the error printed) if
+    there is none."""
+    work = work_dir(module)
+    if not (work / "score.json").is_file():
+        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+        return None
+    return work, json.loads((work / "score.json").read_text())
+
+
 def scratch_copy(module: str) -> Path:
-    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+    work = work_dir(module)
     if work.exists():
         shutil.rmtree(work)
     # tracked files and new ones git does not ignore (a test file not yet committed), as they are in the working tree
@@ -94,11 +109,10 @@ def recheck(module: str) -> int:
     same list of files, and mutmut collects the new tests' coverage and re-runs only the named survivors. The kills
     of the run stand as they were obtained (valid as long as tests were only added, which is how survivors are
     killed here); ``score.json`` records which files were updated, and ``--report`` says so in the row."""
-    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
-    if not (work / "score.json").is_file():
-        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+    run = finished_run(module)
+    if run is None:
         return 2
-    old = json.loads((work / "score.json").read_text())
+    work, old = run
     if (ROOT / module).read_bytes() != (work / module).read_bytes():
         print(f"error: {module} changed since its run: run it again in full", file=sys.stderr)
         return 2
@@ -129,11 +143,10 @@ def verify(module: str, sample: int = 40, seed: int = 0) -> int:
     worker that died — also reads as a kill). Kills that do not reproduce become survivors in the counts (mutmut
     keeps the latest verdict), so the score can only go down; ``score.json`` records the sample and the outcome,
     and ``--report`` shows it in the row."""
-    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
-    if not (work / "score.json").is_file():
-        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+    run = finished_run(module)
+    if run is None:
         return 2
-    old = json.loads((work / "score.json").read_text())
+    work, old = run
     if not unchanged_since_run(work, old):
         print(f"error: {module} or its tests changed since its run: its kills are not those of the current code; "
               "run it again (or --recheck after adding tests) first", file=sys.stderr)
@@ -287,13 +300,20 @@ def write_report(dest: Path = ROOT / "docs" / "testing.md") -> Path:
     return dest
 
 
+def write_registry(registry: dict) -> None:
+    """``tests/mutation_equivalent.json``, modules and mutants sorted, replaced in one step (never half-written)."""
+    registry = {m: dict(sorted(v.items())) for m, v in sorted(registry.items())}
+    tmp = EQUIVALENT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(EQUIVALENT)
+
+
 def prune(module: str) -> int:
     """Drop the module's verdicts that match no survivor of its last run (killed since, or renumbered)."""
-    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
-    if not (work / "score.json").is_file():
-        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+    run = finished_run(module)
+    if run is None:
         return 2
-    r = json.loads((work / "score.json").read_text())
+    work, r = run
     if "diffs" not in r:
         r["diffs"] = survivor_diffs(work, r["survived"])
     registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
@@ -303,20 +323,17 @@ def prune(module: str) -> int:
         return 0
     kept = {n: v for n, v in registry[module].items() if n not in stale}
     registry = {m: v for m, v in registry.items() if m != module} | ({module: kept} if kept else {})
-    tmp = EQUIVALENT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(sorted(registry.items())), indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(EQUIVALENT)
+    write_registry(registry)
     print(f"dropped {len(stale)} stale verdict(s) of {module}: " + " ".join(stale))
     return 0
 
 
 def record_equivalent(module: str, names: list[str], why: str, kind: str = "equivalent") -> int:
     """Record survivors of the module's last run as equivalent, with the reason and the lines they put in."""
-    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
-    if not (work / "score.json").is_file():
-        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+    run = finished_run(module)
+    if run is None:
         return 2
-    r = json.loads((work / "score.json").read_text())
+    work, r = run
     diffs = r.get("diffs") or survivor_diffs(work, r["survived"])
     unknown = [n for n in names if n not in r["survived"]]
     if unknown or not why.strip():
@@ -329,21 +346,17 @@ def record_equivalent(module: str, names: list[str], why: str, kind: str = "equi
         if kind != "equivalent":  # e.g. "GPU-only": explained, but not counted out of the score
             entry["kind"] = kind
         registry.setdefault(module, {})[n] = entry
-    registry = {m: dict(sorted(v.items())) for m, v in sorted(registry.items())}
-    tmp = EQUIVALENT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(EQUIVALENT)
+    write_registry(registry)
     print(f"recorded {len(names)} verdict(s) for {module}")
     return 0
 
 
 def show_survivors(module: str) -> int:
     """Print each survivor of the module's last run with its verdict and diff, for reading."""
-    work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
-    if not (work / "score.json").is_file():
-        print(f"error: no finished run of {module} in {work}", file=sys.stderr)
+    run = finished_run(module)
+    if run is None:
         return 2
-    r = json.loads((work / "score.json").read_text())
+    work, r = run
     r.setdefault("diffs", survivor_diffs(work, r["survived"]))
     registry = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
     equivalent, open_, stale = classify(r, registry)
@@ -362,7 +375,7 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) >= 2 and argv[0] == "--score":  # the counts of an interrupted run, so far (--resume goes on)
         module, tests = argv[1], argv[2:]
-        work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+        work = work_dir(module)
         check_resumable(work, module, tests)
         print(json.dumps(write_score(work, module, tests)["counts"]))
         return 0
@@ -391,7 +404,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {module} is not a file of this repository", file=sys.stderr)
         return 2
     if resume:
-        work = ROOT / "mutants-work" / module.replace("/", "_").removesuffix(".py")
+        work = work_dir(module)
         check_resumable(work, module, tests)
     else:
         work = scratch_copy(module)

@@ -7,7 +7,6 @@ into rates (FLOP counts, the matmul rate, the per-cell means and standard errors
 
 from __future__ import annotations
 
-import inspect
 import json
 import tempfile
 from pathlib import Path
